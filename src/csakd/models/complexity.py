@@ -1,0 +1,35 @@
+"""Parameter and multiply-accumulate counts of a network, as the paper reports them."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from csakd.models.config import ModelConfig
+from csakd.models.dts import DTSNet
+
+
+def count_params(model: nn.Module) -> int:
+    """Parameters of ``model``. Networks built here hold only what their forward pass uses."""
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+def count_macs(config: ModelConfig, size: int | tuple[int, int] = 256, batch: int = 1) -> int:
+    """Multiply-accumulates of one forward pass for an HR image of ``size`` pixels (per image, x batch).
+
+    Counted by PyTorch's FLOP counter (convolutions and matrix products; FLOPs / 2) on the ``meta``
+    device, so nothing is computed or allocated. Interpolations, activations and additions are not
+    counted, as in the paper's (thop-style) figures.
+    """
+    h, w = (size, size) if isinstance(size, int) else size
+    if h % config.scale or w % config.scale:
+        raise ValueError(f"size {h}x{w} is not divisible by the scale {config.scale}")
+    with torch.device("meta"):
+        model = DTSNet(config)
+        lr = torch.zeros(batch, config.bands, h // config.scale, w // config.scale)
+        msi = torch.zeros(batch, config.msi_bands, h, w)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(lr, msi)
+    return int(counter.get_total_flops() // 2)

@@ -1,0 +1,117 @@
+"""The typed configuration of a DTS fusion network (teacher, student or any variant)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+from csakd.errors import InputError
+
+FusionKind = Literal["none", "sigmoid", "cross_attention", "csa", "concat_gating"]
+AttentionKind = Literal["reference", "paper", "normalized"]
+ResidualKind = Literal["none", "bicubic"]
+
+FUSIONS: tuple[str, ...] = ("none", "sigmoid", "cross_attention", "csa", "concat_gating")
+ATTENTIONS: tuple[str, ...] = ("reference", "paper", "normalized")
+RESIDUALS: tuple[str, ...] = ("none", "bicubic")
+
+
+@dataclass
+class ModelConfig:
+    """Everything that defines a Dual Two-Streamed (DTS) fusion network.
+
+    Attributes:
+        bands: HSI bands ``C`` (input LR-HSI and output HR-HSI).
+        msi_bands: HR-MSI bands ``c``.
+        scale: integer ratio of the HR and LR grids.
+        nf: feature width of every stream (the paper: 86).
+        gc: growth width of the dense convolutions in a CLRB (the paper: 43).
+        blocks: CLRA block counts of the streams (joint HR, joint LR, HSI, MSI);
+            teacher (6, 6, 4, 4), student (1, 4, 4, 1).
+        hsi_groups: convolution groups inside the HSI stream's CLRA blocks; 0 picks the largest divisor
+            of ``gcd(nf, gc)`` not above ``nf / 2`` (43 for the paper's widths), as the paper's student does.
+        apply_joint_hr_blocks: whether the joint-HR stream runs its CLRA blocks. The reference student builds
+            its one joint-HR block but never calls it; the paper's 7.44M parameters / 144.8 GMACs are that
+            network, so the student preset sets this to False and the block is not built at all.
+        fusion: how the four streams are combined (``csa`` is the paper's cross self-attention).
+        attention: the form of the channel attention inside ``cross_attention`` and ``csa``:
+            ``reference`` (the authors' code: each head returns the sum of its value channels, whatever Q
+            and K are), ``paper`` (softmax of Q K^T / sqrt(d) with dot products over all pixels) or
+            ``normalized`` (Q and K L2-normalised over the pixels, learned per-head temperature).
+        heads, attn_dim: attention heads and total Q/K/V width (4 heads of 16 in the paper).
+        residual: ``bicubic`` adds the head's output to a bicubic upsampling of the LR-HSI (in phase with
+            the decimation at ``residual_phase``); ``none`` is the paper's network.
+        residual_phase: the decimation phase the bicubic base is aligned with (LR pixel i sits at HR pixel
+            ``scale * i + residual_phase``).
+        name: the preset this config came from (informational).
+    """
+
+    bands: int = 172
+    msi_bands: int = 4
+    scale: int = 4
+    nf: int = 86
+    gc: int = 43
+    blocks: tuple[int, int, int, int] = (6, 6, 4, 4)
+    hsi_groups: int = 1
+    apply_joint_hr_blocks: bool = True
+    fusion: FusionKind = "csa"
+    attention: AttentionKind = "normalized"
+    heads: int = 4
+    attn_dim: int = 64
+    residual: ResidualKind = "bicubic"
+    residual_phase: int = 0
+    name: str = field(default="custom")
+
+    def __post_init__(self) -> None:
+        self.blocks = tuple(int(b) for b in self.blocks)  # type: ignore[assignment]
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`InputError` naming the first inconsistent setting."""
+        for key in ("bands", "msi_bands", "scale", "nf", "gc", "heads", "attn_dim"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InputError(f"model setting {key}={value!r}: expected a positive integer")
+        if len(self.blocks) != 4 or any(b < 0 for b in self.blocks):
+            raise InputError(
+                f"blocks={self.blocks!r}: expected four non-negative counts (joint HR, joint LR, HSI, MSI)"
+            )
+        if self.fusion not in FUSIONS:
+            raise InputError(f"fusion={self.fusion!r}: expected one of {', '.join(FUSIONS)}")
+        if self.attention not in ATTENTIONS:
+            raise InputError(f"attention={self.attention!r}: expected one of {', '.join(ATTENTIONS)}")
+        if self.residual not in RESIDUALS:
+            raise InputError(f"residual={self.residual!r}: expected one of {', '.join(RESIDUALS)}")
+        if self.attn_dim % self.heads:
+            raise InputError(f"attn_dim={self.attn_dim} is not divisible by heads={self.heads}")
+        if not 0 <= self.residual_phase < self.scale:
+            raise InputError(f"residual_phase={self.residual_phase}: expected 0..{self.scale - 1}")
+        groups = self.resolved_hsi_groups()
+        if self.nf % groups or self.gc % groups:
+            raise InputError(
+                f"hsi_groups={groups} must divide nf={self.nf} and gc={self.gc} (use 0 to pick it automatically)"
+            )
+
+    def resolved_hsi_groups(self) -> int:
+        """The HSI stream's group count, with 0 resolved to the largest divisor of gcd(nf, gc) <= nf/2."""
+        if self.hsi_groups > 0:
+            return self.hsi_groups
+        common = math.gcd(self.nf, self.gc)
+        return max(d for d in range(1, common + 1) if common % d == 0 and d <= max(1, self.nf // 2))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["blocks"] = list(self.blocks)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InputError(f"unknown model settings {unknown}: expected some of {sorted(known)}")
+        values = dict(data)
+        if "blocks" in values:
+            values["blocks"] = tuple(values["blocks"])
+        return cls(**values)

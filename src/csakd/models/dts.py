@@ -1,0 +1,92 @@
+"""The Dual Two-Streamed (DTS) fusion network.
+
+Four streams read the two images: the HSI stream (LR grid, input LR-HSI), the MSI stream (HR grid, input
+HR-MSI), the joint HR stream (LR-HSI upsampled bilinearly, concatenated with the HR-MSI) and the joint LR
+stream (LR-HSI concatenated with the HR-MSI downsampled bicubically). LR-grid streams are upsampled to HR
+by nearest neighbour; a fusion module combines the four; a head (3x3 conv nf -> C, LeakyReLU(0.2), 3x3 conv
+C -> C without bias) gives the HR-HSI, optionally as a residual over an in-phase bicubic upsampling of the
+LR-HSI.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from csakd.degradation.spatial import upsample_in_phase
+from csakd.errors import InputError
+from csakd.models.blocks import NEGATIVE_SLOPE, Stream, conv3x3
+from csakd.models.config import ModelConfig
+from csakd.models.fusion import build_fusion
+
+
+class DTSNet(nn.Module):
+    """The CSAKD fusion network (teacher or student, by its :class:`ModelConfig`).
+
+    Inputs are on the network's scale ([-1, 1] for data in [0, 1]; see :mod:`csakd.normalization`).
+
+    Shape:
+        - lr_hsi: (B, C, h, w)
+        - hr_msi: (B, c, h * scale, w * scale)
+        - Output: ``(hr_hsi, features)``: (B, C, H, W) and the fused features (B, nf, H, W), the input of
+          the head, used for feature distillation.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        c, m, nf, gc = config.bands, config.msi_bands, config.nf, config.gc
+        n_hr, n_lr, n_hsi, n_msi = config.blocks
+        self.joint_hr = Stream(c + m, nf, gc, n_hr if config.apply_joint_hr_blocks else 0)
+        self.joint_lr = Stream(c + m, nf, gc, n_lr)
+        self.hsi = Stream(c, nf, gc, n_hsi, groups=config.resolved_hsi_groups())
+        self.msi = Stream(m, nf, gc, n_msi)
+        self.fusion = build_fusion(config.fusion, nf, config.attn_dim, config.heads, config.attention)
+        self.head = nn.Sequential(
+            conv3x3(nf, c), nn.LeakyReLU(NEGATIVE_SLOPE, inplace=True), conv3x3(c, c, bias=False)
+        )
+
+    def check_inputs(self, lr_hsi: torch.Tensor, hr_msi: torch.Tensor) -> None:
+        """Raise :class:`InputError` when the two images do not fit this network."""
+        cfg = self.config
+        if lr_hsi.ndim != 4 or hr_msi.ndim != 4:
+            raise InputError(
+                f"expected 4-D (B, C, H, W) tensors, got lr_hsi {tuple(lr_hsi.shape)} and hr_msi {tuple(hr_msi.shape)}"
+            )
+        if lr_hsi.shape[1] != cfg.bands:
+            raise InputError(f"lr_hsi has {lr_hsi.shape[1]} bands but this model expects {cfg.bands}")
+        if hr_msi.shape[1] != cfg.msi_bands:
+            raise InputError(f"hr_msi has {hr_msi.shape[1]} bands but this model expects {cfg.msi_bands}")
+        if lr_hsi.shape[0] != hr_msi.shape[0]:
+            raise InputError(f"batch sizes differ: lr_hsi {lr_hsi.shape[0]}, hr_msi {hr_msi.shape[0]}")
+        h, w = lr_hsi.shape[-2:]
+        if tuple(hr_msi.shape[-2:]) != (h * cfg.scale, w * cfg.scale):
+            raise InputError(
+                f"hr_msi is {hr_msi.shape[-2]}x{hr_msi.shape[-1]} but lr_hsi is {h}x{w}: at scale {cfg.scale} "
+                f"the HR-MSI must be {h * cfg.scale}x{w * cfg.scale}"
+            )
+
+    def streams(
+        self, lr_hsi: torch.Tensor, hr_msi: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The four streams' HR feature maps ``(F_h, F_m, F_lr, F_hr)``."""
+        size = hr_msi.shape[-2:]
+        lr_size = lr_hsi.shape[-2:]
+        lr_up = F.interpolate(lr_hsi, size=size, mode="bilinear", align_corners=False)
+        msi_down = F.interpolate(hr_msi, size=lr_size, mode="bicubic", align_corners=False, antialias=False)
+        f_h = F.interpolate(self.hsi(lr_hsi), size=size, mode="nearest")
+        f_m = self.msi(hr_msi)
+        f_lr = F.interpolate(self.joint_lr(torch.cat([lr_hsi, msi_down], dim=1)), size=size, mode="nearest")
+        f_hr = self.joint_hr(torch.cat([lr_up, hr_msi], dim=1))
+        return f_h, f_m, f_lr, f_hr
+
+    def forward(self, lr_hsi: torch.Tensor, hr_msi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
+            self.check_inputs(lr_hsi, hr_msi)
+        features = self.fusion(*self.streams(lr_hsi, hr_msi))
+        out = self.head(features)
+        if self.config.residual == "bicubic":
+            out = out + upsample_in_phase(lr_hsi, self.config.scale, self.config.residual_phase)
+        return out, features

@@ -1,0 +1,64 @@
+"""Input normalisation: from a file's units to [0, 1], and to the networks' [-1, 1].
+
+Models hold no data statistics; a checkpoint stores a :class:`Normalization` so that fusing needs
+nothing else. Kinds:
+
+- ``none``: the data are already in [0, 1] (e.g. the reference's AVIRIS files).
+- ``fixed``: divide the HSI by ``hsi_scale`` and the MSI by ``msi_scale`` (e.g. 65535 for 16-bit data).
+- ``per_image``: divide both images by one factor taken from the LR-HSI (its maximum), as the
+  training cubes were divided by their own maximum; the fused image is multiplied back. Taking the
+  factor from the LR-HSI keeps the MSI on the same scale as the HSI, as a response whose rows sum to 1
+  gives; for sensors with other units use ``fixed``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import torch
+
+from csakd.errors import InputError
+
+KINDS = ("none", "fixed", "per_image")
+
+
+@dataclass(frozen=True)
+class Normalization:
+    kind: Literal["none", "fixed", "per_image"] = "per_image"
+    hsi_scale: float = 1.0
+    msi_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise InputError(f"normalisation {self.kind!r}: expected one of {', '.join(KINDS)}")
+        if not (self.hsi_scale > 0 and self.msi_scale > 0):
+            raise InputError(f"normalisation scales must be positive, got {self.hsi_scale}, {self.msi_scale}")
+
+    def factors(self, lr_hsi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The divisors of the HSI and the MSI, shaped (B, 1, 1, 1) for a (B, C, h, w) LR-HSI."""
+        b = lr_hsi.shape[0]
+        if self.kind == "per_image":
+            peak = lr_hsi.detach().reshape(b, -1).amax(dim=1).clamp_min(1e-12).reshape(b, 1, 1, 1)
+            return peak, peak
+        hsi = torch.full((b, 1, 1, 1), self.hsi_scale if self.kind == "fixed" else 1.0, dtype=lr_hsi.dtype,
+                         device=lr_hsi.device)
+        msi = torch.full_like(hsi, self.msi_scale if self.kind == "fixed" else 1.0)
+        return hsi, msi
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Normalization:
+        return cls(**data)
+
+
+def to_network(x01: torch.Tensor) -> torch.Tensor:
+    """[0, 1] -> the networks' [-1, 1]."""
+    return x01 * 2.0 - 1.0
+
+
+def from_network(x: torch.Tensor) -> torch.Tensor:
+    """The networks' [-1, 1] -> [0, 1]."""
+    return (x + 1.0) * 0.5
