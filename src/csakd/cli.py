@@ -1,0 +1,500 @@
+"""The ``csakd`` command: demo, simulate, train, eval, fuse, info.
+
+Every command checks its inputs before it writes anything; ``--json FILE`` writes its result as JSON
+(``-`` for stdout). csakd's own errors print as one line (``csakd: error: ...``) with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from csakd import __version__
+from csakd.errors import CsakdError, InputError
+
+log = logging.getLogger("csakd")
+
+
+def _int_tuple(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.replace(" ", "").split(","))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated integers like 1,4,4,1") from exc
+
+
+def _json_out(path: str | None, data: Any) -> None:
+    if path:
+        from csakd.io_utils import write_json
+
+        write_json(path, data)
+
+
+# ---------------------------------------------------------------------------------------------- shared args
+def add_degradation_args(p: argparse.ArgumentParser, *, required_srf: bool = False) -> None:
+    g = p.add_argument_group("degradation (how pairs are simulated)")
+    g.add_argument("--srf", required=required_srf,
+                   help="spectral response: a CSV (wavelength_nm, one column per MSI band), a matrix file "
+                        "(.npy/.mat/.txt, MSI bands x HSI bands), or a sensor name (colour:NAME, pyrsr:NAME[:BANDS])")
+    g.add_argument("--scale", type=int, default=4, help="ratio of the HR and LR grids (default 4)")
+    g.add_argument("--blur-size", type=int, default=9, help="Gaussian blur kernel size in HR pixels (default 9)")
+    g.add_argument("--blur-sigma", type=float, default=2.0, help="Gaussian blur sigma in HR pixels (default 2)")
+    g.add_argument("--psf", help="a 2-D PSF array file to use instead of the Gaussian")
+    g.add_argument("--phase", type=int, default=0, help="decimation phase: the kept pixel of each cell (default 0)")
+    g.add_argument("--wavelengths", help="a text/CSV file of the HR-HSI band centres (nm) when the files lack them")
+
+
+def degradation_config(args: argparse.Namespace, **extra: Any) -> Any:
+    from csakd.degradation import DegradationConfig
+
+    return DegradationConfig(scale=args.scale, blur_size=args.blur_size, blur_sigma=args.blur_sigma,
+                             psf=args.psf, phase=args.phase, srf=args.srf, **extra)
+
+
+def add_cube_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--variable", help="name of the array in .mat/.npz files (default: the only 3-D array)")
+    p.add_argument("--layout", choices=["auto", "chw", "hwc"], default="auto",
+                   help="array layout of .npy/.npz files: bands first (chw, default) or last (hwc)")
+
+
+def _wavelengths(args: argparse.Namespace) -> Any:
+    if getattr(args, "wavelengths", None):
+        from csakd.data.readers import read_wavelengths
+
+        return read_wavelengths(args.wavelengths)
+    return None
+
+
+# ---------------------------------------------------------------------------------------------- demo
+def cmd_demo(args: argparse.Namespace) -> int:
+    from csakd.demo import run_demo
+    from csakd.io_utils import check_writable
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise InputError(f"{out} exists and is not empty: pass --overwrite or another --out")
+    if args.json and args.json != "-":
+        check_writable(args.json, overwrite=True)
+    report = run_demo(out, minutes=args.minutes, progress=not args.quiet, threads=args.threads)
+    print(f"demo run in {out}  (teacher.pt, student.pt, eval/)")
+    print(f"{'method':<10}{'PSNR dB':>9}{'SAM deg':>9}{'ERGAS':>8}{'RMSE':>9}")
+    for name in ("bicubic", "teacher", "student"):
+        m = report[name]
+        print(f"{name:<10}{m['psnr']:>9.2f}{m['sam']:>9.3f}{m['ergas']:>8.3f}{m['rmse']:>9.4f}")
+    _json_out(args.json, report)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- simulate
+def cmd_simulate(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from csakd.data import Cube, read_cube, write_cube
+    from csakd.degradation import Degradation
+    from csakd.io_utils import check_writable
+    from csakd.train.data import center_crop
+
+    for path in (args.out_lr, args.out_msi):
+        check_writable(path, overwrite=args.overwrite)
+    if Path(args.out_lr).resolve() == Path(args.out_msi).resolve():
+        raise InputError("--out-lr and --out-msi are the same file")
+    cube = read_cube(args.hr_hsi, variable=args.variable, layout=args.layout)
+    cube.check_finite("hr_hsi")
+    wavelengths = cube.wavelengths if cube.wavelengths is not None else _wavelengths(args)
+    data = center_crop(cube.data, args.crop, args.scale)
+    config = degradation_config(args, hsi_snr_db=args.hsi_snr, msi_snr_db=args.msi_snr, shift=args.shift)
+    degradation = Degradation.from_config(config, wavelengths=wavelengths, bands=data.shape[0])
+    g = torch.Generator().manual_seed(args.seed)
+    lr, msi = degradation.simulate(torch.from_numpy(np.ascontiguousarray(data)), generator=g)
+    write_cube(args.out_lr, Cube(lr.numpy(), wavelengths=wavelengths, source=str(args.hr_hsi)),
+               overwrite=args.overwrite)
+    write_cube(args.out_msi, Cube(msi.numpy(), band_names=list(degradation.response.band_names),
+                                  source=str(args.hr_hsi)), overwrite=args.overwrite)
+    result = {"lr_hsi": str(args.out_lr), "hr_msi": str(args.out_msi), "lr_shape": list(lr.shape),
+              "msi_shape": list(msi.shape), "degradation": config.to_dict()}
+    print(f"wrote {args.out_lr} {tuple(lr.shape)} and {args.out_msi} {tuple(msi.shape)}")
+    _json_out(args.json, result)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- train
+TRAIN_OPTIONS = {  # CLI dest -> TrainConfig field, for options a recipe may set
+    "mode": "mode", "recipe": "recipe", "epochs": "epochs", "max_minutes": "max_minutes",
+    "batch_size": "batch_size", "crop": "crop", "lr_teacher": "lr_teacher", "lr_student": "lr_student",
+    "weight_decay": "weight_decay", "schedule": "schedule", "train_snr": "train_snr_db",
+    "mixed_alignment": "mixed_alignment", "max_shift": "max_shift", "val_every": "val_every", "amp": "amp",
+    "grad_clip": "grad_clip", "samples_per_epoch": "samples_per_epoch", "workers": "num_workers",
+    "seed": "seed", "deterministic": "deterministic", "device": "device",
+    "teacher_checkpoint": "teacher_checkpoint",
+}
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from csakd.data import AvirisReferenceDataset
+    from csakd.data.pairs import PairedCrops, SimulatedPairs
+    from csakd.io_utils import write_json
+    from csakd.losses import LossWeights
+    from csakd.models import preset_config
+    from csakd.normalization import Normalization
+    from csakd.train.config import TrainConfig, apply_recipe
+    from csakd.train.data import build_degradation, list_cube_files, load_hr_cubes, split_files
+    from csakd.train.trainer import RunSpec, Trainer
+
+    explicit = {TRAIN_OPTIONS[k] for k in TRAIN_OPTIONS if getattr(args, k) is not None}
+    values = {TRAIN_OPTIONS[k]: getattr(args, k) for k in TRAIN_OPTIONS if getattr(args, k) is not None}
+    weights = LossWeights(**{f.name: getattr(args, f"w_{f.name}") if getattr(args, f"w_{f.name}") is not None
+                             else f.default for f in fields(LossWeights)})
+    cfg = apply_recipe(TrainConfig(**values, losses=weights), explicit)
+    cfg.validate()
+    run_dir = Path(args.out)
+    if run_dir.exists() and any(run_dir.iterdir()) and not (args.resume or args.overwrite):
+        raise InputError(f"run folder {run_dir} is not empty: pass --resume to continue it, or another --out")
+
+    paper = cfg.recipe == "paper"
+    model_overrides: dict[str, Any] = {}
+    for key in ("fusion", "attention", "residual", "nf", "gc"):
+        if getattr(args, key) is not None:
+            model_overrides[key] = getattr(args, key)
+
+    wavelengths: list[float] | None = None
+    response = degradation = None
+    if args.aviris:
+        train_src = AvirisReferenceDataset(args.aviris, "train", msi_bands=args.msi_bands,
+                                           shift="mixed" if cfg.mixed_alignment else 0, generator_seed=cfg.seed)
+        val_src = AvirisReferenceDataset(args.aviris, "val", msi_bands=args.msi_bands)
+        train_set: Any = PairedCrops(train_src, args.scale, crop=cfg.crop, augment=cfg.augment,
+                                     samples_per_epoch=cfg.samples_per_epoch, seed=cfg.seed)
+        val_set: Any = val_src
+        first = train_src[0]
+        bands, msi_bands = first["hr_hsi"].shape[0], first["hr_msi"].shape[0]
+        normalization = Normalization("none")
+        data_info: dict[str, Any] = {"aviris": str(args.aviris), "msi_bands": args.msi_bands}
+    else:
+        if not args.data:
+            raise InputError("training data needed: --data FOLDER (HR-HSI cubes) or --aviris ROOT")
+        files = list_cube_files(args.data)
+        if args.val_data:
+            train_files, val_files = files, list_cube_files(args.val_data)
+        else:
+            train_files, val_files = split_files(files, args.val_fraction)
+        common = {"scale": args.scale, "crop": args.center_crop, "normalize": args.normalize,
+                  "wavelengths": _wavelengths(args), "variable": args.variable, "layout": args.layout}
+        train_cubes = load_hr_cubes(train_files, **common)
+        val_cubes = load_hr_cubes(val_files, **common) if val_files else []
+        deg = build_degradation(degradation_config(args), train_cubes)
+        max_shift = cfg.max_shift if cfg.mixed_alignment else 0
+        train_set = SimulatedPairs([c.data for c in train_cubes], deg, crop=cfg.crop, augment=cfg.augment,
+                                   samples_per_epoch=cfg.samples_per_epoch, max_shift=max_shift, seed=cfg.seed)
+        val_set = SimulatedPairs([c.data for c in val_cubes], deg) if val_cubes else None
+        bands, msi_bands = train_cubes[0].data.shape[0], deg.response.matrix.shape[0]
+        wl = train_cubes[0].wavelengths
+        wavelengths = None if wl is None else [float(w) for w in wl]
+        response, degradation = deg.response.to_dict(), deg.config.to_dict()
+        normalization = Normalization("per_image") if args.normalize == "max" else (
+            Normalization("none") if args.normalize == "none" else
+            Normalization("fixed", float(args.normalize), float(args.normalize)))
+        data_info = {"train": [str(f) for f in train_files], "val": [str(f) for f in val_files],
+                     "center_crop": args.center_crop, "normalize": args.normalize}
+    shape = {"bands": int(bands), "msi_bands": int(msi_bands), "scale": args.scale}
+    teacher = preset_config(args.teacher_preset, paper=paper, **shape, **model_overrides,
+                            **({"blocks": args.teacher_blocks} if args.teacher_blocks else {}))
+    student = preset_config(args.student_preset, paper=paper, **shape, **model_overrides,
+                            **({"blocks": args.student_blocks} if args.student_blocks else {}))
+    if cfg.mode == "student":
+        teacher = None  # type: ignore[assignment]
+    if cfg.mode == "teacher":
+        student = None  # type: ignore[assignment]
+    spec = RunSpec(train=cfg, teacher=teacher, student=student, normalization=normalization,
+                   wavelengths=wavelengths, response=response, degradation=degradation, data=data_info)
+    trainer = Trainer(spec, train_set, val_set, run_dir, resume=args.resume, progress=not args.quiet)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _write_yaml(run_dir / "config.yaml", spec.to_dict())
+    t0 = time.monotonic()
+    summary = trainer.fit()
+    summary["wall_seconds"] = round(time.monotonic() - t0, 1)
+    write_json(run_dir / "summary.json", summary)
+    for role, m in summary["best"].items():
+        print(f"best {role}: epoch {m['epoch']}, PSNR {m['psnr']:.2f} dB, SAM {m['sam']:.3f} deg -> {run_dir / (role + '.pt')}")
+    _json_out(args.json, summary)
+    _ = replace
+    return 0
+
+
+def _write_yaml(path: Path, data: dict[str, Any]) -> None:
+    import yaml
+
+    from csakd.io_utils import atomic_write
+
+    atomic_write(path, lambda tmp: tmp.write_text(yaml.safe_dump(data, sort_keys=False)))
+
+
+# ---------------------------------------------------------------------------------------------- eval
+def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from csakd.data import AvirisReferenceDataset
+    from csakd.degradation import Degradation, DegradationConfig, SpectralResponse
+    from csakd.evaluate import EvalPair, bicubic_method, evaluate, format_table, model_method
+    from csakd.train.checkpoint import check_compatible, load_checkpoint
+    from csakd.train.data import list_cube_files, load_hr_cubes, simulate_pair
+    from csakd.train.trainer import resolve_device
+
+    if args.json and args.json != "-":
+        from csakd.io_utils import check_writable
+
+        check_writable(args.json, overwrite=True)
+    loaded = {Path(c).stem: load_checkpoint(c, scale=args.scale) for c in args.checkpoint}
+    first = next(iter(loaded.values()))
+    scale = first.config.scale
+    pairs: list[EvalPair] = []
+    if args.aviris:
+        ds = AvirisReferenceDataset(args.aviris, args.split, msi_bands=args.msi_bands, shift=args.shift)
+        for i in range(len(ds)):
+            item = ds[i]
+            pairs.append(EvalPair(ds.names[i].replace("/", "_"), item["lr_hsi"], item["hr_msi"], item["hr_hsi"]))
+    else:
+        if not args.data:
+            raise InputError("test data needed: --data FOLDER of HR-HSI cubes, or --aviris ROOT")
+        if args.srf:
+            config = degradation_config(args)
+            response = None
+        elif first.degradation and first.response:
+            config = DegradationConfig(**{k: v for k, v in first.degradation.items() if k != "hsi_snr_db"
+                                          and k != "msi_snr_db"})
+            response = SpectralResponse.from_dict(first.response)
+        else:
+            raise InputError("this checkpoint carries no degradation: pass --srf (and --blur-size etc.)")
+        if args.snr is not None:
+            config.hsi_snr_db = args.snr
+        if args.shift:
+            config.shift = args.shift
+        cubes = load_hr_cubes(list_cube_files(args.data), scale=config.scale, crop=args.center_crop,
+                              normalize=args.normalize, wavelengths=_wavelengths(args), variable=args.variable,
+                              layout=args.layout)
+        if response is None:
+            from csakd.train.data import build_degradation
+
+            degradation = build_degradation(config, cubes)
+        else:
+            degradation = Degradation(config, response)
+        g = torch.Generator().manual_seed(args.seed)
+        for c in cubes:
+            p = simulate_pair(degradation, c.data, generator=g)
+            pairs.append(EvalPair(c.name, p["lr_hsi"], p["hr_msi"], p["hr_hsi"], c.peak, c.wavelengths))
+    for name, lm in loaded.items():
+        check_compatible(lm, bands=pairs[0].hr_hsi.shape[0], msi_bands=pairs[0].hr_msi.shape[0], scale=scale,
+                         what=f"test data (for {name})")
+    device = resolve_device(args.device)
+    methods = {"bicubic": bicubic_method(scale, args.phase)} if not args.no_bicubic else {}
+    methods.update({name: model_method(lm, device) for name, lm in loaded.items()})
+    out_dir = Path(args.out) if args.out else None
+    result = evaluate(methods, pairs, scale=scale, out_dir=out_dir, figures=args.figures)
+    print(format_table(result["methods"]))
+    if out_dir is not None:
+        from csakd.io_utils import write_json
+
+        write_json(out_dir / "metrics.json", result)
+        print(f"per-image metrics and figures in {out_dir}")
+    _json_out(args.json, result)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- fuse
+def cmd_fuse(args: argparse.Namespace) -> int:
+    from csakd.inference import fuse_files
+
+    t0 = time.perf_counter()
+    out = fuse_files(args.lr_hsi, args.hr_msi, args.checkpoint, args.out, overwrite=args.overwrite,
+                     device=args.device, variable_lr=args.variable, variable_msi=args.variable, layout=args.layout)
+    seconds = time.perf_counter() - t0
+    print(f"wrote {out} in {seconds:.2f} s")
+    _json_out(args.json, {"out": str(out), "seconds": seconds})
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- info
+def cmd_info(args: argparse.Namespace) -> int:
+    from csakd.models import DTSNet, count_macs, count_params, preset_config
+
+    if args.checkpoint:
+        from csakd.train.checkpoint import load_checkpoint
+
+        lm = load_checkpoint(args.checkpoint, scale=args.scale or 4)
+        cfg = lm.config
+        info: dict[str, Any] = {
+            "checkpoint": str(args.checkpoint), "role": lm.role, "bands": cfg.bands, "msi_bands": cfg.msi_bands,
+            "scale": cfg.scale, "params": count_params(lm.model), "macs": count_macs(cfg, args.size),
+            "size": args.size, "config": cfg.to_dict(), "normalization": lm.normalization.to_dict(),
+            "wavelengths": lm.wavelengths, "metrics": lm.metadata.get("metrics"),
+        }
+    else:
+        if args.preset is None:
+            raise InputError("csakd info needs --preset NAME or --checkpoint FILE")
+        overrides: dict[str, Any] = {"bands": args.bands, "msi_bands": args.msi_bands, "scale": args.scale or 4}
+        cfg = preset_config(args.preset, paper=args.paper, **overrides)
+        info = {"preset": args.preset, "bands": cfg.bands, "msi_bands": cfg.msi_bands, "scale": cfg.scale,
+                "size": args.size, "params": count_params(DTSNet(cfg)), "macs": count_macs(cfg, args.size),
+                "config": cfg.to_dict()}
+    if args.json:
+        _json_out(args.json, info)
+    if args.json != "-":
+        print(f"{info.get('preset', info.get('role'))}: {info['bands']} bands, {info['msi_bands']} MSI bands, "
+              f"x{info['scale']}: {info['params'] / 1e6:.2f}M parameters, "
+              f"{info['macs'] / 1e9:.2f} GMACs at {args.size}x{args.size}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="csakd", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"csakd {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="co-train a small teacher and student on an embedded scene (CPU, minutes)")
+    p.add_argument("--out", default="csakd-demo", help="run folder (default ./csakd-demo)")
+    p.add_argument("--json", help="write the metrics as JSON to FILE (- for stdout)")
+    p.add_argument("--minutes", type=float, default=3.5, help="training budget in minutes (default 3.5)")
+    p.add_argument("--threads", type=int, help="CPU threads for PyTorch")
+    p.add_argument("--overwrite", action="store_true", help="reuse a non-empty --out folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("simulate", help="make an LR-HSI / HR-MSI pair from an HR-HSI file")
+    p.add_argument("--hr-hsi", required=True, help="the HR-HSI file (CAVE folder, .mat, .npy/.npz, ENVI, GeoTIFF)")
+    p.add_argument("--out-lr", required=True, help="the LR-HSI to write (format by extension)")
+    p.add_argument("--out-msi", required=True, help="the HR-MSI to write (format by extension)")
+    add_degradation_args(p, required_srf=True)
+    p.add_argument("--hsi-snr", type=float, help="white noise on the LR-HSI at this SNR in dB")
+    p.add_argument("--msi-snr", type=float, help="white noise on the HR-MSI at this SNR in dB")
+    p.add_argument("--shift", type=int, default=0, help="misregister the LR-HSI by this many LR pixels")
+    p.add_argument("--crop", type=int, help="centre crop of the HR-HSI (default: the largest multiple of the scale)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--json", help="write a summary as JSON to FILE (- for stdout)")
+    add_cube_args(p)
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("train", help="train teacher and/or student")
+    d = p.add_argument_group("data")
+    d.add_argument("--data", help="folder of HR-HSI cubes (pairs simulated on the fly)")
+    d.add_argument("--val-data", help="folder of validation cubes (default: a deterministic split of --data)")
+    d.add_argument("--val-fraction", type=float, default=0.2, help="validation share of --data (default 0.2)")
+    d.add_argument("--aviris", help="root of the reference implementation's AVIRIS layout (train/val.txt)")
+    d.add_argument("--msi-bands", type=int, default=4, choices=[4, 6], help="AVIRIS layout: hrmsi4 or hrmsi6")
+    d.add_argument("--center-crop", type=int, help="centre crop of each cube (e.g. 256 for cave256-x4)")
+    d.add_argument("--normalize", default="max", help="max (each cube by its maximum), none, or a number")
+    add_cube_args(d)
+    add_degradation_args(p)
+    t = p.add_argument_group("training")
+    t.add_argument("--out", required=True, help="run folder")
+    t.add_argument("--mode", choices=["cotrain", "offline", "teacher", "student"])
+    t.add_argument("--recipe", choices=["default", "paper"])
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--max-minutes", type=float, help="wall-clock budget")
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--crop", type=int, help="HR training crop (default 128)")
+    t.add_argument("--lr-teacher", type=float)
+    t.add_argument("--lr-student", type=float)
+    t.add_argument("--weight-decay", type=float)
+    t.add_argument("--schedule", choices=["paper", "cosine"])
+    t.add_argument("--train-snr", type=float, help="training noise on the LR-HSI in dB")
+    t.add_argument("--mixed-alignment", action="store_true", default=None)
+    t.add_argument("--max-shift", type=int)
+    t.add_argument("--val-every", type=int)
+    t.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"])
+    t.add_argument("--grad-clip", type=float)
+    t.add_argument("--samples-per-epoch", type=int)
+    t.add_argument("--workers", type=int)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--deterministic", action="store_true", default=None)
+    t.add_argument("--device")
+    t.add_argument("--teacher-checkpoint", help="trained teacher for --mode offline")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
+    t.add_argument("--overwrite", action="store_true", help="train into a non-empty --out")
+    t.add_argument("--quiet", action="store_true")
+    t.add_argument("--json", help="write the summary as JSON to FILE (- for stdout)")
+    m = p.add_argument_group("models")
+    m.add_argument("--teacher-preset", default="teacher")
+    m.add_argument("--student-preset", default="student")
+    m.add_argument("--teacher-blocks", type=_int_tuple, help="joint HR, joint LR, HSI, MSI (default 6,6,4,4)")
+    m.add_argument("--student-blocks", type=_int_tuple, help="joint HR, joint LR, HSI, MSI (default 1,4,4,1)")
+    m.add_argument("--fusion", choices=["none", "sigmoid", "cross_attention", "csa", "concat_gating"])
+    m.add_argument("--attention", choices=["reference", "paper", "normalized"])
+    m.add_argument("--residual", choices=["none", "bicubic"])
+    m.add_argument("--nf", type=int)
+    m.add_argument("--gc", type=int)
+    w = p.add_argument_group("loss weights (0 switches a term off)")
+    for name in ("pixel", "sam", "beba", "response_kd", "feature_kd"):
+        w.add_argument(f"--w-{name.replace('_', '-')}", dest=f"w_{name}", type=float)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="metrics, tables and figures on test data with ground truth")
+    p.add_argument("--checkpoint", action="append", required=True, help="a checkpoint (repeatable)")
+    p.add_argument("--data", help="folder of HR-HSI test cubes (pairs simulated as the checkpoint was trained)")
+    p.add_argument("--aviris", help="root of the AVIRIS reference layout")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--msi-bands", type=int, default=4, choices=[4, 6])
+    p.add_argument("--center-crop", type=int)
+    p.add_argument("--normalize", default="max")
+    add_cube_args(p)
+    add_degradation_args(p)
+    p.add_argument("--snr", type=float, help="noise on the test LR-HSI in dB")
+    p.add_argument("--shift", type=int, default=0, help="misregister the test LR-HSI by LR pixels")
+    p.add_argument("--no-bicubic", action="store_true", help="leave out the bicubic baseline")
+    p.add_argument("--figures", type=int, default=3, help="figures for the first N images (default 3)")
+    p.add_argument("--out", help="folder for metrics.json, metrics.csv and figures")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", help="write the metrics as JSON to FILE (- for stdout)")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("fuse", help="fuse an LR-HSI and an HR-MSI file with a trained model")
+    p.add_argument("--lr-hsi", required=True)
+    p.add_argument("--hr-msi", required=True)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--out", required=True, help="output file; format by extension (.tif GeoTIFF, .hdr ENVI, .npy, .npz, .mat)")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", help="write a summary as JSON to FILE (- for stdout)")
+    add_cube_args(p)
+    p.set_defaults(func=cmd_fuse)
+
+    p = sub.add_parser("info", help="parameters and MACs of a preset or a checkpoint")
+    p.add_argument("--preset", help="teacher, student or lite")
+    p.add_argument("--checkpoint")
+    p.add_argument("--bands", type=int, default=172)
+    p.add_argument("--msi-bands", type=int, default=4)
+    p.add_argument("--scale", type=int)
+    p.add_argument("--size", type=int, default=256, help="HR image side for the MAC count (default 256)")
+    p.add_argument("--paper", action="store_true", help="the paper's exact network (reference attention, no residual)")
+    p.add_argument("--json", help="write JSON to FILE (- for stdout)")
+    p.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return int(args.func(args))
+    except CsakdError as exc:
+        print(f"csakd: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("csakd: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

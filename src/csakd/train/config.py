@@ -1,0 +1,124 @@
+"""Training configuration: typed dataclasses, the paper's recipe and csakd's default recipe."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Literal
+
+from csakd.errors import InputError
+from csakd.losses import LossWeights
+
+Mode = Literal["cotrain", "offline", "teacher", "student"]
+MODES = ("cotrain", "offline", "teacher", "student")
+RECIPES = ("default", "paper")
+
+
+@dataclass
+class TrainConfig:
+    """How to train.
+
+    Attributes:
+        mode: ``cotrain`` (online co-training of teacher and student: per batch a teacher step, then a
+            student step distilled from the teacher's output of that step, computed before its update),
+            ``offline`` (student distilled from a trained, frozen teacher), ``teacher`` (teacher alone),
+            ``student`` (student alone, no distillation).
+        recipe: ``paper`` or ``default``; see :func:`recipe_defaults`.
+        epochs: passes over the training set (an epoch is ``samples_per_epoch`` crops).
+        max_minutes: wall-clock budget; training stops at whichever of epochs / budget comes first.
+        batch_size, crop: batch and HR crop size (the LR crop is crop / scale).
+        lr_teacher, lr_student, weight_decay: AdamW settings.
+        schedule: ``paper`` (teacher cosine to 1e-10 over the epochs, student x0.9 every 100 epochs) or
+            ``cosine`` (both: linear warm-up over the first ``warmup`` fraction, then cosine to 1% of the
+            rate, following the larger of the step and time fractions of the run).
+        train_snr_db: white noise on the training LR-HSI at this SNR (None: none); drawn anew for each
+            forward pass (teacher and student separately); power per image or per batch (``noise_per_image``).
+        mixed_alignment: train on a random mix of aligned LR-HSIs and ones shifted by up to
+            ``max_shift`` LR pixels.
+        val_every: validate every this many epochs; the best checkpoints are chosen by validation SAM.
+        amp: ``auto`` (bf16 autocast on CUDA, off on CPU), ``bf16``, ``fp16`` or ``off``.
+        grad_clip: clip gradient norm (None: no clipping).
+        skip_nonfinite: a step whose loss is NaN or Inf is skipped with a warning (stops after 20 in a row).
+        samples_per_epoch: crops per epoch (None: one per training image).
+        deterministic: use deterministic algorithms (for exact resume on the CPU).
+    """
+
+    mode: Mode = "cotrain"
+    recipe: Literal["default", "paper"] = "default"
+    epochs: int = 100
+    max_minutes: float | None = None
+    batch_size: int = 8
+    crop: int = 128
+    lr_teacher: float = 5e-4
+    lr_student: float = 5e-4
+    weight_decay: float = 0.0
+    schedule: Literal["paper", "cosine"] = "cosine"
+    warmup: float = 0.02
+    train_snr_db: float | None = None
+    noise_per_image: bool = True
+    mixed_alignment: bool = False
+    max_shift: int = 3
+    augment: bool = True
+    val_every: int = 1
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
+    grad_clip: float | None = None
+    skip_nonfinite: bool = True
+    samples_per_epoch: int | None = None
+    num_workers: int = 0
+    seed: int = 0
+    deterministic: bool = False
+    device: str = "auto"
+    teacher_checkpoint: str | None = None
+    losses: LossWeights = field(default_factory=LossWeights)
+
+    def validate(self) -> None:
+        if self.mode not in MODES:
+            raise InputError(f"mode {self.mode!r}: expected one of {', '.join(MODES)}")
+        if self.recipe not in RECIPES:
+            raise InputError(f"recipe {self.recipe!r}: expected one of {', '.join(RECIPES)}")
+        for key in ("epochs", "batch_size", "crop", "val_every"):
+            if int(getattr(self, key)) < 1:
+                raise InputError(f"{key}={getattr(self, key)}: expected a positive integer")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise InputError(f"max_minutes={self.max_minutes}: expected a positive number of minutes")
+        if self.mode == "offline" and not self.teacher_checkpoint:
+            raise InputError("offline distillation needs a trained teacher: pass --teacher-checkpoint FILE")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InputError(f"unknown training settings {unknown}")
+        values = dict(data)
+        if isinstance(values.get("losses"), dict):
+            values["losses"] = LossWeights(**values["losses"])
+        return cls(**values)
+
+
+def recipe_defaults(recipe: str) -> dict[str, Any]:
+    """Settings a recipe fixes (explicit options given by the user override them).
+
+    ``paper``: AdamW lr 1e-4, the paper's schedules, batch 8, crop 128, 35 dB training noise (batch-wide
+    power, as the reference), validation every 2 epochs, 800 epochs, fp32 (tf32 on GPU); networks with
+    the reference's attention and no global residual.
+    ``default``: lr 5e-4, warm-up + cosine over the run, no training noise, bf16 on GPU; networks with a
+    global residual over in-phase bicubic upsampling and normalised attention (see the README for why).
+    """
+    if recipe == "paper":
+        return {
+            "lr_teacher": 1e-4, "lr_student": 1e-4, "schedule": "paper", "batch_size": 8, "crop": 128,
+            "train_snr_db": 35.0, "noise_per_image": False, "val_every": 2, "epochs": 800, "amp": "off",
+            "weight_decay": 0.0,
+        }
+    if recipe == "default":
+        return {"lr_teacher": 5e-4, "lr_student": 5e-4, "schedule": "cosine", "train_snr_db": None, "amp": "auto"}
+    raise InputError(f"recipe {recipe!r}: expected one of {', '.join(RECIPES)}")
+
+
+def apply_recipe(config: TrainConfig, explicit: set[str]) -> TrainConfig:
+    """``config`` with the recipe's settings, except those the user set explicitly."""
+    values = {k: v for k, v in recipe_defaults(config.recipe).items() if k not in explicit}
+    return replace(config, **values)

@@ -1,0 +1,430 @@
+"""One readable training loop: online co-training, offline distillation, teacher or student alone.
+
+Per batch in co-training: the teacher takes a step; the student takes a step distilled from the
+teacher's output and fused features of that same forward pass (computed before the teacher's update).
+Validation runs on whole images; the best teacher and student (by mean validation SAM) are written as
+``teacher.pt`` / ``student.pt`` in the run folder, the full training state as ``last.pt`` (for
+``--resume``), metrics to ``metrics.jsonl`` and TensorBoard scalars to ``tb/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from csakd.degradation import add_noise
+from csakd.errors import CsakdError, InputError
+from csakd.losses import student_loss, teacher_loss
+from csakd.metrics import compute_metrics, summarize
+from csakd.models import DTSNet, ModelConfig
+from csakd.normalization import Normalization, from_network, to_network
+from csakd.train.checkpoint import load_checkpoint, model_payload, read_payload, save_payload
+from csakd.train.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+Batch = dict[str, torch.Tensor]
+
+
+@dataclass
+class RunSpec:
+    """What a run trains and on what: model configs, training settings, and data facts for checkpoints."""
+
+    train: TrainConfig
+    teacher: ModelConfig | None = None
+    student: ModelConfig | None = None
+    normalization: Normalization = field(default_factory=lambda: Normalization("per_image"))
+    wavelengths: list[float] | None = None
+    response: dict[str, Any] | None = None
+    degradation: dict[str, Any] | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "train": self.train.to_dict(),
+            "teacher": None if self.teacher is None else self.teacher.to_dict(),
+            "student": None if self.student is None else self.student.to_dict(),
+            "normalization": self.normalization.to_dict(),
+            "wavelengths": self.wavelengths,
+            "response": self.response,
+            "degradation": self.degradation,
+            "data": self.data,
+        }
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise InputError(f"device {name!r}: expected auto, cpu, cuda or cuda:N") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {name!r} asked for, but CUDA is not available on this machine")
+    return device
+
+
+def amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
+    if setting == "off" or (setting == "auto" and device.type != "cuda"):
+        return None
+    return torch.float16 if setting == "fp16" else torch.bfloat16
+
+
+def lr_factor(cfg: TrainConfig, role: str, epoch: int, progress: float) -> float:
+    """The learning-rate multiplier at ``epoch`` (0-based) and run ``progress`` in [0, 1]."""
+    if cfg.schedule == "paper":
+        if role == "teacher":
+            base = cfg.lr_teacher
+            eta_min = 1e-10
+            return (eta_min + (base - eta_min) * (1 + math.cos(math.pi * epoch / cfg.epochs)) / 2) / base
+        return 0.9 ** (epoch // 100)
+    if progress < cfg.warmup:
+        return max(progress / cfg.warmup, 1e-3)
+    t = (progress - cfg.warmup) / max(1e-9, 1 - cfg.warmup)
+    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+class Trainer:
+    """Trains the models named by ``spec.train.mode`` on ``train_set``, validating on ``val_set``."""
+
+    def __init__(
+        self,
+        spec: RunSpec,
+        train_set: Dataset[Batch],
+        val_set: Dataset[Batch] | None,
+        run_dir: str | Path,
+        *,
+        resume: bool = False,
+        progress: bool = True,
+    ) -> None:
+        cfg = spec.train
+        cfg.validate()
+        self.spec = spec
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.train_set = train_set
+        self.val_set = val_set
+        self.progress = progress
+        self.device = resolve_device(cfg.device)
+        self.amp = amp_dtype(cfg.amp, self.device)
+        if cfg.deterministic:
+            torch.use_deterministic_algorithms(True)
+        torch.manual_seed(cfg.seed)
+        self.scale = (spec.student or spec.teacher or ModelConfig()).scale
+
+        self.teacher: DTSNet | None = None
+        self.student: DTSNet | None = None
+        self.frozen_teacher = False
+        mode = cfg.mode
+        if mode in ("cotrain", "teacher"):
+            if spec.teacher is None:
+                raise InputError(f"mode {mode} needs a teacher config")
+            self.teacher = DTSNet(spec.teacher).to(self.device)
+        if mode == "offline":
+            assert cfg.teacher_checkpoint is not None
+            loaded = load_checkpoint(cfg.teacher_checkpoint)
+            self.teacher = loaded.model.to(self.device).eval()
+            self.teacher.requires_grad_(False)
+            self.frozen_teacher = True
+        if mode in ("cotrain", "offline", "student"):
+            if spec.student is None:
+                raise InputError(f"mode {mode} needs a student config")
+            self.student = DTSNet(spec.student).to(self.device)
+        for net, what in ((self.teacher, "teacher"), (self.student, "student")):
+            if net is not None and net.config.scale != self.scale:
+                raise InputError(f"the {what} is x{net.config.scale} but the run is x{self.scale}")
+
+        self.opt: dict[str, torch.optim.Optimizer] = {}
+        self.base_lr = {"teacher": cfg.lr_teacher, "student": cfg.lr_student}
+        for role, net in self.trainable():
+            self.opt[role] = torch.optim.AdamW(
+                net.parameters(), lr=self.base_lr[role], weight_decay=cfg.weight_decay
+            )
+        self.noise_gen = torch.Generator(device=self.device)
+        self.noise_gen.manual_seed(cfg.seed + 1)
+        self.epoch = 0  # epochs completed
+        self.step = 0
+        self.elapsed = 0.0  # seconds of training in earlier sessions of this run
+        self.best: dict[str, float] = {}
+        self.nonfinite_in_a_row = 0
+        self.writer: Any = None
+        if resume:
+            self._load_state()
+
+    # ------------------------------------------------------------------ helpers
+    def trainable(self) -> Iterator[tuple[str, DTSNet]]:
+        if self.teacher is not None and not self.frozen_teacher:
+            yield "teacher", self.teacher
+        if self.student is not None:
+            yield "student", self.student
+
+    def _autocast(self) -> Any:
+        if self.amp is None:
+            return torch.autocast(self.device.type, enabled=False)
+        return torch.autocast(self.device.type, dtype=self.amp)
+
+    def _noisy(self, lr: torch.Tensor) -> torch.Tensor:
+        if self.cfg.train_snr_db is None:
+            return lr
+        return add_noise(lr, self.cfg.train_snr_db, generator=self.noise_gen, per_image=self.cfg.noise_per_image)
+
+    def _epoch_order(self, epoch: int) -> list[int]:
+        g = torch.Generator()
+        g.manual_seed(self.cfg.seed * 7919 + epoch)
+        return torch.randperm(len(self.train_set), generator=g).tolist()  # type: ignore[arg-type]
+
+    def _loader(self, epoch: int) -> DataLoader[Batch]:
+        if hasattr(self.train_set, "set_epoch"):
+            self.train_set.set_epoch(epoch)
+        return DataLoader(
+            self.train_set,
+            batch_size=self.cfg.batch_size,
+            sampler=self._epoch_order(epoch),
+            num_workers=self.cfg.num_workers,
+            pin_memory=self.device.type == "cuda",
+            drop_last=len(self.train_set) >= self.cfg.batch_size,  # type: ignore[arg-type]
+            persistent_workers=False,
+        )
+
+    def _set_lr(self, progress: float) -> None:
+        for role, opt in self.opt.items():
+            factor = lr_factor(self.cfg, role, self.epoch, progress)
+            for group in opt.param_groups:
+                group["lr"] = self.base_lr[role] * factor
+
+    def _apply(self, role: str, loss: torch.Tensor, net: nn.Module) -> bool:
+        opt = self.opt[role]
+        opt.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):
+            self.nonfinite_in_a_row += 1
+            log.warning("step %d: %s loss is %s; step skipped", self.step, role, float(loss))
+            if not self.cfg.skip_nonfinite or self.nonfinite_in_a_row >= 20:
+                raise CsakdError(
+                    f"training diverged: the {role} loss was not finite at step {self.step} "
+                    f"({self.nonfinite_in_a_row} times in a row); lower the learning rate or check the data"
+                )
+            return False
+        loss.backward()
+        if self.cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(net.parameters(), self.cfg.grad_clip)
+        opt.step()
+        return True
+
+    # ------------------------------------------------------------------ one step
+    def train_step(self, batch: Batch) -> dict[str, float]:
+        """One optimisation step of every trainable model on ``batch`` (values in [0, 1])."""
+        lr = to_network(batch["lr_hsi"].to(self.device, non_blocking=True))
+        msi = to_network(batch["hr_msi"].to(self.device, non_blocking=True))
+        hr = to_network(batch["hr_hsi"].to(self.device, non_blocking=True))
+        logs: dict[str, float] = {}
+        ok = True
+        t_out = t_feat = None
+        if self.teacher is not None:
+            if self.frozen_teacher:
+                with torch.no_grad(), self._autocast():
+                    t_out, t_feat = self.teacher(self._noisy(lr), msi)
+            else:
+                self.teacher.train()
+                with self._autocast():
+                    t_out, t_feat = self.teacher(self._noisy(lr), msi)
+                parts = teacher_loss(t_out.float(), hr, self.cfg.losses)
+                ok &= self._apply("teacher", parts["loss"], self.teacher)
+                logs.update({f"teacher/{k}": float(v.detach()) for k, v in parts.items()})
+        if self.student is not None:
+            self.student.train()
+            with self._autocast():
+                s_out, s_feat = self.student(self._noisy(lr), msi)
+            distil = self.cfg.mode in ("cotrain", "offline")
+            parts = student_loss(
+                s_out.float(),
+                s_feat.float(),
+                hr,
+                t_out.detach().float() if distil and t_out is not None else None,
+                t_feat.detach().float() if distil and t_feat is not None else None,
+                self.cfg.losses,
+            )
+            ok &= self._apply("student", parts["loss"], self.student)
+            logs.update({f"student/{k}": float(v.detach()) for k, v in parts.items()})
+        if ok:
+            self.nonfinite_in_a_row = 0
+        self.step += 1
+        return logs
+
+    # ------------------------------------------------------------------ validation
+    @torch.no_grad()
+    def validate(self) -> dict[str, dict[str, float]]:
+        """Mean metrics of each model over the validation set (whole images, [0, 1] scale, clamped)."""
+        if self.val_set is None or len(self.val_set) == 0:  # type: ignore[arg-type]
+            return {}
+        results: dict[str, list[dict[str, float]]] = {}
+        models = [(r, m) for r, m in (("teacher", self.teacher), ("student", self.student)) if m is not None]
+        for i in range(len(self.val_set)):  # type: ignore[arg-type]
+            item = self.val_set[i]
+            lr = to_network(item["lr_hsi"][None].to(self.device))
+            msi = to_network(item["hr_msi"][None].to(self.device))
+            hr = item["hr_hsi"][None].to(self.device)
+            for role, net in models:
+                net.eval()
+                with self._autocast():
+                    out, _ = net(lr, msi)
+                pred = from_network(out.float()).clamp(0, 1)
+                m = compute_metrics(pred, hr, scale=self.scale)
+                results.setdefault(role, []).append({k: float(v[0]) for k, v in m.items()})
+        return {role: summarize(rows) for role, rows in results.items()}
+
+    # ------------------------------------------------------------------ state
+    def _payload(self, role: str, net: nn.Module, metrics: dict[str, float]) -> dict[str, Any]:
+        spec = self.spec
+        return model_payload(
+            net,
+            role=role,
+            normalization=spec.normalization,
+            wavelengths=spec.wavelengths,
+            response=spec.response,
+            degradation=spec.degradation,
+            train_config=spec.train.to_dict(),
+            epoch=self.epoch,
+            step=self.step,
+            metrics=metrics,
+        )
+
+    def _save_state(self) -> None:
+        state = {
+            "format": "csakd-train-state",
+            "spec": json.dumps(self.spec.to_dict()),
+            "epoch": self.epoch,
+            "step": self.step,
+            "elapsed": self.elapsed,
+            "best": dict(self.best),
+            "models": {r: {k: v.cpu() for k, v in m.state_dict().items()} for r, m in self.trainable()},
+            "optimizers": {r: o.state_dict() for r, o in self.opt.items()},
+            "noise_rng": self.noise_gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+        }
+        save_payload(self.run_dir / "last.pt", state)
+
+    def _load_state(self) -> None:
+        path = self.run_dir / "last.pt"
+        if not path.exists():
+            raise InputError(f"--resume: no training state {path} to resume from")
+        state = read_payload(path)
+        if not isinstance(state, dict) or state.get("format") != "csakd-train-state":
+            raise InputError(f"{path} is not a csakd training state")
+        saved = json.loads(state["spec"])
+        for role in ("teacher", "student"):
+            if saved.get(role) != self.spec.to_dict().get(role) and saved.get(role) is not None and (
+                role in state["models"]
+            ):
+                raise InputError(
+                    f"--resume: the {role} in {path} was {saved.get(role)}, not the one asked for now"
+                )
+        for role, net in self.trainable():
+            net.load_state_dict(state["models"][role])
+            self.opt[role].load_state_dict(state["optimizers"][role])
+        self.epoch, self.step, self.elapsed = int(state["epoch"]), int(state["step"]), float(state["elapsed"])
+        self.best = {k: float(v) for k, v in state["best"].items()}
+        self.noise_gen.set_state(state["noise_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        log.info("resumed %s at epoch %d, step %d", path, self.epoch, self.step)
+
+    def _log(self, scalars: dict[str, float], kind: str) -> None:
+        record = {"kind": kind, "epoch": self.epoch, "step": self.step, **scalars}
+        with open(self.run_dir / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+        if self.writer is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(str(self.run_dir / "tb"))
+            except ImportError:
+                self.writer = False
+                log.info("TensorBoard is not installed: scalars go to metrics.jsonl only")
+        if self.writer:
+            for k, v in scalars.items():
+                self.writer.add_scalar(f"{kind}/{k}", v, self.step)
+
+    # ------------------------------------------------------------------ loop
+    def fit(self) -> dict[str, Any]:
+        """Train until the epochs or the time budget run out; return the best validation metrics."""
+        cfg = self.cfg
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        budget = cfg.max_minutes * 60 if cfg.max_minutes else None
+        steps_per_epoch = max(1, len(self._loader(0)))
+        total_steps = steps_per_epoch * cfg.epochs
+        started = time.monotonic() - self.elapsed
+        stop = self.epoch >= cfg.epochs
+        if budget is not None and self.elapsed >= budget:
+            stop = True
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total_steps, initial=self.step, disable=not self.progress, unit="step",
+                   dynamic_ncols=True)
+        try:
+            while not stop:
+                running: dict[str, float] = {}
+                n = 0
+                for batch in self._loader(self.epoch):
+                    now = time.monotonic() - started
+                    progress = max(self.step / total_steps, now / budget if budget else 0.0)
+                    self._set_lr(min(progress, 1.0))
+                    logs = self.train_step(batch)
+                    n += 1
+                    for k, v in logs.items():
+                        running[k] = running.get(k, 0.0) + v
+                    bar.update(1)
+                    bar.set_postfix({k.split("/")[0][0] + "_loss": f"{v:.4f}" for k, v in logs.items()
+                                     if k.endswith("/loss")})
+                    if budget is not None and time.monotonic() - started >= budget:
+                        stop = True
+                        break
+                self.epoch += 1
+                self.elapsed = time.monotonic() - started
+                if n:
+                    self._log({k: v / n for k, v in running.items()}, "train")
+                if self.epoch >= cfg.epochs:
+                    stop = True
+                if self.epoch % cfg.val_every == 0 or stop:
+                    self._validate_and_save()
+                self._save_state()
+        finally:
+            bar.close()
+            if self.writer:
+                self.writer.close()
+        return {"epochs": self.epoch, "steps": self.step, "seconds": round(self.elapsed, 1),
+                "best": self.best_metrics()}
+
+    def _validate_and_save(self) -> None:
+        metrics = self.validate()
+        for role, m in metrics.items():
+            self._log(m, f"val/{role}")
+            log.info("epoch %d %s: PSNR %.2f dB, SAM %.3f deg", self.epoch, role, m["psnr"], m["sam"])
+        for role, net in (("teacher", self.teacher), ("student", self.student)):
+            if net is None or (role == "teacher" and self.frozen_teacher):
+                continue
+            m = metrics.get(role, {})
+            sam = m.get("sam", float("nan"))
+            improved = role not in self.best or (math.isfinite(sam) and sam < self.best[role])
+            if improved:
+                if math.isfinite(sam):
+                    self.best[role] = sam
+                save_payload(self.run_dir / f"{role}.pt", self._payload(role, net, m))
+                with open(self.run_dir / f"{role}_metrics.json", "w") as fh:
+                    json.dump({"epoch": self.epoch, "step": self.step, **m}, fh, indent=2)
+
+    def best_metrics(self) -> dict[str, dict[str, float]]:
+        out = {}
+        for role in ("teacher", "student"):
+            path = self.run_dir / f"{role}_metrics.json"
+            if path.exists():
+                out[role] = json.loads(path.read_text())
+        return out
