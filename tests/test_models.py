@@ -217,7 +217,8 @@ def test_reference_checkpoint_loads(student: bool, prefix: str, tmp_path) -> Non
     assert cfg.apply_joint_hr_blocks is (not student)
     # the weights arrived where they belong
     assert torch.equal(model.hsi.head.weight, sd[prefix + "decoder.hconv1.weight"])
-    assert torch.equal(model.joint_lr.blocks[2].blocks[1].convs[3].bias, sd[prefix + "decoder.mhfeat.2.MFB2.conv4.bias"])
+    conv = model.joint_lr.blocks[2].blocks[1].convs[3]
+    assert torch.equal(conv.bias, sd[prefix + "decoder.mhfeat.2.MFB2.conv4.bias"])
     assert torch.equal(model.head[2].weight, sd[prefix + "decoder.last.weight"])
     assert torch.equal(model.fusion.gate.weight, sd[prefix + "decoder.fuse_att.attention_weights.weight"])
     expected_params = 7.45e6 if student else 26.8e6

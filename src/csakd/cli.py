@@ -56,7 +56,7 @@ def degradation_config(args: argparse.Namespace, **extra: Any) -> Any:
                              psf=args.psf, phase=args.phase, srf=args.srf, **extra)
 
 
-def add_cube_args(p: argparse.ArgumentParser) -> None:
+def add_cube_args(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     p.add_argument("--variable", help="name of the array in .mat/.npz files (default: the only 3-D array)")
     p.add_argument("--layout", choices=["auto", "chw", "hwc"], default="auto",
                    help="array layout of .npy/.npz files: bands first (chw, default) or last (hwc)")
@@ -136,8 +136,6 @@ TRAIN_OPTIONS = {  # CLI dest -> TrainConfig field, for options a recipe may set
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
     from csakd.data import AvirisReferenceDataset
     from csakd.data.pairs import PairedCrops, SimulatedPairs
     from csakd.io_utils import write_json
@@ -150,8 +148,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     explicit = {TRAIN_OPTIONS[k] for k in TRAIN_OPTIONS if getattr(args, k) is not None}
     values = {TRAIN_OPTIONS[k]: getattr(args, k) for k in TRAIN_OPTIONS if getattr(args, k) is not None}
-    weights = LossWeights(**{f.name: getattr(args, f"w_{f.name}") if getattr(args, f"w_{f.name}") is not None
-                             else f.default for f in fields(LossWeights)})
+    given = {f.name: getattr(args, f"w_{f.name}") for f in fields(LossWeights)}
+    weights = LossWeights(**{k: float(v) for k, v in given.items() if v is not None})
     cfg = apply_recipe(TrainConfig(**values, losses=weights), explicit)
     cfg.validate()
     run_dir = Path(args.out)
@@ -222,9 +220,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     summary["wall_seconds"] = round(time.monotonic() - t0, 1)
     write_json(run_dir / "summary.json", summary)
     for role, m in summary["best"].items():
-        print(f"best {role}: epoch {m['epoch']}, PSNR {m['psnr']:.2f} dB, SAM {m['sam']:.3f} deg -> {run_dir / (role + '.pt')}")
+        print(f"best {role}: epoch {m['epoch']}, PSNR {m['psnr']:.2f} dB, SAM {m['sam']:.3f} deg "
+              f"-> {run_dir / (role + '.pt')}")
     _json_out(args.json, summary)
-    _ = replace
     return 0
 
 
@@ -461,7 +459,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-hsi", required=True)
     p.add_argument("--hr-msi", required=True)
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--out", required=True, help="output file; format by extension (.tif GeoTIFF, .hdr ENVI, .npy, .npz, .mat)")
+    p.add_argument("--out", required=True,
+                   help="output file; format by extension (.tif GeoTIFF, .hdr ENVI, .npy, .npz, .mat)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", help="write a summary as JSON to FILE (- for stdout)")

@@ -5,7 +5,7 @@ HR-MSI), the joint HR stream (LR-HSI upsampled bilinearly, concatenated with the
 stream (LR-HSI concatenated with the HR-MSI downsampled bicubically). LR-grid streams are upsampled to HR
 by nearest neighbour; a fusion module combines the four; a head (3x3 conv nf -> C, LeakyReLU(0.2), 3x3 conv
 C -> C without bias) gives the HR-HSI, optionally as a residual over an in-phase bicubic upsampling of the
-LR-HSI.
+LR-HSI (then the head's last convolution starts at zero, so training starts from the bicubic image).
 """
 
 from __future__ import annotations
@@ -47,6 +47,11 @@ class DTSNet(nn.Module):
         self.head = nn.Sequential(
             conv3x3(nf, c), nn.LeakyReLU(NEGATIVE_SLOPE, inplace=True), conv3x3(c, c, bias=False)
         )
+        if config.residual == "bicubic":
+            # start exactly at the bicubic base: the network learns a correction to it
+            last = self.head[2]
+            assert isinstance(last, nn.Conv2d)
+            nn.init.zeros_(last.weight)
 
     def check_inputs(self, lr_hsi: torch.Tensor, hr_msi: torch.Tensor) -> None:
         """Raise :class:`InputError` when the two images do not fit this network."""

@@ -134,7 +134,7 @@ def load_reference_model(
     if isinstance(source, (str, Path)):
         try:
             state = torch.load(source, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
+        except Exception as exc:
             raise CheckpointError(f"cannot read {source} as a PyTorch state dict: {exc}") from exc
         if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
             state = state["state_dict"]

@@ -102,7 +102,7 @@ def read_payload(path: str | os.PathLike[str]) -> Any:
         raise CheckpointError(f"checkpoint {p} is empty")
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many exception types for bad files
+    except Exception as exc:
         raise CheckpointError(
             f"cannot load {p} as a weights-only PyTorch checkpoint ({type(exc).__name__}: {str(exc)[:200]})"
         ) from exc

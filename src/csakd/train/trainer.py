@@ -354,8 +354,12 @@ class Trainer:
                 self.writer.add_scalar(f"{kind}/{k}", v, self.step)
 
     # ------------------------------------------------------------------ loop
-    def fit(self) -> dict[str, Any]:
-        """Train until the epochs or the time budget run out; return the best validation metrics."""
+    def fit(self, *, stop_after_epochs: int | None = None) -> dict[str, Any]:
+        """Train until the epochs or the time budget run out; return the best validation metrics.
+
+        ``stop_after_epochs`` ends this session early (after that many epochs in total), as an
+        interruption would; ``resume`` continues it.
+        """
         cfg = self.cfg
         self.run_dir.mkdir(parents=True, exist_ok=True)
         budget = cfg.max_minutes * 60 if cfg.max_minutes else None
@@ -396,6 +400,8 @@ class Trainer:
                 if self.epoch % cfg.val_every == 0 or stop:
                     self._validate_and_save()
                 self._save_state()
+                if stop_after_epochs is not None and self.epoch >= stop_after_epochs:
+                    break
         finally:
             bar.close()
             if self.writer:

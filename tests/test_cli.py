@@ -1,0 +1,154 @@
+"""The command line: info counts, simulate -> train -> eval -> fuse round trip, and clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from csakd.cli import main
+from csakd.data import Cube, read_cube, write_cube
+from csakd.models import count_params, create_model
+from csakd.train.checkpoint import load_checkpoint
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize(
+    "preset,params,macs",
+    [("teacher", 26.8e6, 941.77e9), ("student", 7.44e6, 144.77e9)],
+)
+def test_info_prints_the_paper_counts(capsys, preset: str, params: float, macs: float) -> None:
+    code, out, _ = run(capsys, "info", "--preset", preset, "--bands", "172", "--msi-bands", "4", "--scale", "4",
+                       "--size", "256", "--json", "-")
+    assert code == 0
+    info = json.loads(out)
+    assert isinstance(info["params"], int) and isinstance(info["macs"], int)
+    assert info["params"] == pytest.approx(params, rel=0.03)
+    assert info["macs"] == pytest.approx(macs, rel=0.10)
+
+
+def smooth_cube(bands: int = 8, size: int = 32, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    maps = [np.sin(2 * np.pi * (a * xx + b * yy) + c) for a, b, c in rng.random((3, 3)) * 3]
+    spectra = rng.random((3, bands)) + 0.2
+    cube = sum(0.5 * (1 + m)[None] * s[:, None, None] for m, s in zip(maps, spectra, strict=True))
+    return (cube / cube.max()).astype(np.float32)
+
+
+@pytest.fixture()
+def cube_folder(tmp_path):
+    folder = tmp_path / "cubes"
+    wl = np.linspace(420, 680, 8)
+    for i in range(3):
+        write_cube(folder / f"scene{i}.npz", Cube(smooth_cube(seed=i), wavelengths=wl))
+    srf = tmp_path / "srf.csv"
+    grid = np.arange(400, 701, 10)
+    curves = [np.exp(-0.5 * ((grid - c) / 30) ** 2) for c in (460, 550, 620)]
+    srf.write_text("wavelength_nm,B,G,R\n" + "\n".join(
+        f"{g},{curves[0][i]:.6f},{curves[1][i]:.6f},{curves[2][i]:.6f}" for i, g in enumerate(grid)))
+    return folder, srf
+
+
+def test_simulate_train_eval_fuse(capsys, tmp_path, cube_folder) -> None:
+    folder, srf = cube_folder
+    run_dir = tmp_path / "run"
+    code, _, err = run(capsys, "train", "--data", str(folder), "--srf", str(srf), "--out", str(run_dir),
+                       "--epochs", "2", "--batch-size", "2", "--crop", "16", "--nf", "8", "--gc", "4",
+                       "--teacher-blocks", "1,1,1,1", "--student-blocks", "1,1,1,1", "--device", "cpu", "--quiet",
+                       "--val-fraction", "0.34")
+    assert code == 0, err
+    assert (run_dir / "config.yaml").exists() and (run_dir / "student.pt").exists()
+    ckpt = load_checkpoint(run_dir / "student.pt")
+    assert ckpt.config.bands == 8 and ckpt.config.msi_bands == 3
+
+    code, out, err = run(capsys, "info", "--checkpoint", str(run_dir / "student.pt"), "--json", "-")
+    info = json.loads(out)
+    assert (info["bands"], info["msi_bands"], info["scale"]) == (8, 3, 4)
+    assert info["params"] == count_params(ckpt.model)
+
+    code, out, err = run(capsys, "eval", "--checkpoint", str(run_dir / "student.pt"), "--data", str(folder),
+                         "--out", str(tmp_path / "eval"), "--json", "-", "--figures", "1")
+    assert code == 0, err
+    result = json.loads(out[out.index("{"):])
+    assert set(result["methods"]) == {"bicubic", "student"}
+    assert {"psnr", "sam", "ergas", "rmse", "ssim"} <= set(result["methods"]["student"])
+    assert len(list((tmp_path / "eval").glob("*.png"))) == 1
+    assert (tmp_path / "eval" / "metrics.csv").read_text().count("\n") == 7  # header + 2 methods x 3 images
+
+    lr_path, msi_path = tmp_path / "lr.npy", tmp_path / "msi.npy"
+    code, _, err = run(capsys, "simulate", "--hr-hsi", str(folder / "scene0.npz"), "--srf", str(srf),
+                       "--out-lr", str(lr_path), "--out-msi", str(msi_path))
+    assert code == 0, err
+    assert np.load(lr_path).shape == (8, 8, 8) and np.load(msi_path).shape == (3, 32, 32)
+
+    out_path = tmp_path / "fused.npz"
+    code, _, err = run(capsys, "fuse", "--lr-hsi", str(lr_path), "--hr-msi", str(msi_path), "--checkpoint",
+                       str(run_dir / "student.pt"), "--out", str(out_path))
+    assert code == 0, err
+    fused = read_cube(out_path)
+    assert fused.data.shape == (8, 32, 32) and np.isfinite(fused.data).all()
+    # the same as running the network by hand on the normalised inputs
+    lr, msi = np.load(lr_path), np.load(msi_path)
+    peak = lr.max()
+    with torch.no_grad():
+        net, _ = ckpt.model(torch.from_numpy(lr / peak)[None] * 2 - 1, torch.from_numpy(msi / peak)[None] * 2 - 1)
+    np.testing.assert_allclose(fused.data, ((net[0] + 1) / 2 * peak).numpy(), atol=1e-5)
+
+    # an existing output is never overwritten without --overwrite
+    before = out_path.read_bytes()
+    code, _, err = run(capsys, "fuse", "--lr-hsi", str(lr_path), "--hr-msi", str(msi_path), "--checkpoint",
+                       str(run_dir / "student.pt"), "--out", str(out_path))
+    assert code == 2 and "--overwrite" in err and out_path.read_bytes() == before
+
+    # the training run folder is protected too
+    code, _, err = run(capsys, "train", "--data", str(folder), "--srf", str(srf), "--out", str(run_dir))
+    assert code == 2 and "--resume" in err
+
+
+def test_fuse_refuses_mismatched_inputs_before_writing(capsys, tmp_path) -> None:
+    model = create_model("student", bands=8, msi_bands=3, nf=8, gc=4, blocks=(1, 1, 1, 1))
+    from csakd.normalization import Normalization
+    from csakd.train.checkpoint import model_payload, save_payload
+
+    ckpt = tmp_path / "m.pt"
+    save_payload(ckpt, model_payload(model, role="student", normalization=Normalization("per_image")))
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "lr.npy", rng.random((8, 8, 8), dtype=np.float32))
+    np.save(tmp_path / "msi_bad_grid.npy", rng.random((3, 30, 32), dtype=np.float32))
+    np.save(tmp_path / "msi_bands.npy", rng.random((4, 32, 32), dtype=np.float32))
+    nan = rng.random((8, 8, 8), dtype=np.float32)
+    nan[0, 0, 0] = np.nan
+    np.save(tmp_path / "lr_nan.npy", nan)
+    cases = [
+        ("lr.npy", "msi_bad_grid.npy", "grid ratio"),
+        ("lr.npy", "msi_bands.npy", "4 MSI bands (the checkpoint expects 3)"),
+        ("lr_nan.npy", "msi_bands.npy", "NaN"),
+    ]
+    for lr, msi, message in cases:
+        code, _, err = run(capsys, "fuse", "--lr-hsi", str(tmp_path / lr), "--hr-msi", str(tmp_path / msi),
+                           "--checkpoint", str(ckpt), "--out", str(tmp_path / "out.tif"))
+        assert code == 2 and message in err, err
+        assert "Traceback" not in err
+        assert not (tmp_path / "out.tif").exists()
+    code, _, err = run(capsys, "fuse", "--lr-hsi", str(tmp_path / "lr.npy"), "--hr-msi", str(tmp_path / "x.npy"),
+                       "--checkpoint", str(ckpt), "--out", str(tmp_path / "out.tif"))
+    assert code == 2 and "x.npy" in err
+
+
+def test_train_errors(capsys, tmp_path, cube_folder) -> None:
+    folder, _ = cube_folder
+    code, _, err = run(capsys, "train", "--data", str(folder), "--out", str(tmp_path / "r"))
+    assert code == 2 and "--srf" in err
+    code, _, err = run(capsys, "train", "--data", str(tmp_path / "nowhere"), "--srf", "x.csv", "--out",
+                       str(tmp_path / "r"))
+    assert code == 2 and "does not exist" in err
+    code, _, err = run(capsys, "info", "--preset", "giant")
+    assert code == 2 and "unknown model preset" in err

@@ -1,0 +1,154 @@
+"""Training: the co-training step, checkpoints that carry what loading needs, exact resume, offline mode."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from csakd.data.pairs import SimulatedPairs
+from csakd.degradation import Degradation, DegradationConfig, SpectralResponse
+from csakd.errors import CheckpointError, CsakdError, InputError
+from csakd.losses import LossWeights, student_loss, teacher_loss
+from csakd.models import preset_config
+from csakd.normalization import Normalization, to_network
+from csakd.train.checkpoint import load_checkpoint, read_payload
+from csakd.train.config import TrainConfig, apply_recipe
+from csakd.train.trainer import RunSpec, Trainer, lr_factor
+
+TINY = {"bands": 6, "msi_bands": 3, "scale": 4, "nf": 8, "gc": 4}
+
+
+def datasets(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    response = SpectralResponse.from_matrix(rng.random((3, 6)))
+    deg = Degradation(DegradationConfig(scale=4, blur_size=5, blur_sigma=1.0), response)
+    cubes = [rng.random((6, 32, 32)).astype(np.float32) for _ in range(2)]
+    train = SimulatedPairs(cubes, deg, crop=16, augment=True, samples_per_epoch=8, seed=seed)
+    val = SimulatedPairs([rng.random((6, 16, 16)).astype(np.float32)], deg)
+    return train, val, deg
+
+
+def spec(mode: str = "cotrain", **train: object) -> RunSpec:
+    values: dict[str, object] = {"epochs": 2, "batch_size": 4, "crop": 16, "device": "cpu", "val_every": 1, **train}
+    cfg = TrainConfig(mode=mode, **values)  # type: ignore[arg-type]
+    return RunSpec(
+        train=cfg,
+        teacher=preset_config("teacher", blocks=(1, 1, 1, 1), **TINY) if mode != "student" else None,
+        student=preset_config("student", blocks=(1, 1, 1, 1), **TINY) if mode != "teacher" else None,
+        normalization=Normalization("per_image"),
+        wavelengths=[400.0 + 50 * i for i in range(6)],
+    )
+
+
+def test_cotraining_step_matches_a_hand_written_step(tmp_path) -> None:
+    train, val, _ = datasets()
+    trainer = Trainer(spec(), train, val, tmp_path, progress=False)
+    teacher, student = copy.deepcopy(trainer.teacher), copy.deepcopy(trainer.student)
+    batch = next(iter(trainer._loader(0)))
+    trainer._set_lr(0.5)
+    trainer.train_step(batch)
+
+    # by hand: the teacher's step, then the student's step distilled from the teacher's pre-update output
+    lr, msi, hr = (to_network(batch[k]) for k in ("lr_hsi", "hr_msi", "hr_hsi"))
+    w = LossWeights()
+    opt_t = torch.optim.AdamW(teacher.parameters(), lr=trainer.opt["teacher"].param_groups[0]["lr"], weight_decay=0)
+    opt_s = torch.optim.AdamW(student.parameters(), lr=trainer.opt["student"].param_groups[0]["lr"], weight_decay=0)
+    t_out, t_feat = teacher(lr, msi)
+    teacher_loss(t_out, hr, w)["loss"].backward()
+    opt_t.step()
+    s_out, s_feat = student(lr, msi)
+    student_loss(s_out, s_feat, hr, t_out.detach(), t_feat.detach(), w)["loss"].backward()
+    opt_s.step()
+    for a, b in zip(teacher.parameters(), trainer.teacher.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    for a, b in zip(student.parameters(), trainer.student.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_fit_writes_checkpoints_that_carry_everything(tmp_path) -> None:
+    train, val, deg = datasets()
+    s = spec()
+    s.response = deg.response.to_dict()
+    s.degradation = deg.config.to_dict()
+    summary = Trainer(s, train, val, tmp_path, progress=False).fit()
+    assert summary["epochs"] == 2 and summary["steps"] == 4
+    for role in ("teacher", "student"):
+        loaded = load_checkpoint(tmp_path / f"{role}.pt")
+        assert loaded.role == role
+        assert loaded.config.bands == 6 and loaded.config.msi_bands == 3 and loaded.config.scale == 4
+        assert loaded.wavelengths == [400.0 + 50 * i for i in range(6)]
+        assert loaded.normalization == Normalization("per_image")
+        assert SpectralResponse.from_dict(loaded.response).matrix.shape == (3, 6)
+        assert math.isfinite(loaded.metadata["metrics"]["sam"])
+    assert (tmp_path / "last.pt").exists() and (tmp_path / "metrics.jsonl").exists()
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert any('"val/student"' in line for line in lines)
+
+
+def test_resume_reaches_the_same_weights(tmp_path) -> None:
+    train, val, _ = datasets()
+    full = Trainer(spec(epochs=4, deterministic=True), train, val, tmp_path / "full", progress=False)
+    full.fit()
+    train, val, _ = datasets()
+    half = Trainer(spec(epochs=4, deterministic=True), train, val, tmp_path / "half", progress=False)
+    half.fit(stop_after_epochs=2)
+    train, val, _ = datasets()
+    resumed = Trainer(spec(epochs=4, deterministic=True), train, val, tmp_path / "half", resume=True,
+                      progress=False)
+    assert resumed.epoch == 2
+    resumed.fit()
+    torch.use_deterministic_algorithms(False)
+    for role in ("teacher", "student"):
+        for a, b in zip(getattr(full, role).parameters(), getattr(resumed, role).parameters(), strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_offline_distillation_keeps_the_teacher_frozen(tmp_path) -> None:
+    train, val, _ = datasets()
+    Trainer(spec("teacher"), train, val, tmp_path / "t", progress=False).fit()
+    s = spec("offline", teacher_checkpoint=str(tmp_path / "t" / "teacher.pt"))
+    trainer = Trainer(s, train, val, tmp_path / "s", progress=False)
+    before = {k: v.clone() for k, v in trainer.teacher.state_dict().items()}
+    trainer.fit()
+    assert all(torch.equal(before[k], v) for k, v in trainer.teacher.state_dict().items())
+    assert (tmp_path / "s" / "student.pt").exists() and not (tmp_path / "s" / "teacher.pt").exists()
+
+
+def test_nonfinite_loss_is_skipped_then_stops(tmp_path) -> None:
+    train, val, _ = datasets()
+    trainer = Trainer(spec("student"), train, val, tmp_path, progress=False)
+    batch = next(iter(trainer._loader(0)))
+    batch["hr_hsi"] = batch["hr_hsi"].clone()
+    batch["hr_hsi"][0, 0, 0, 0] = float("nan")
+    before = [p.clone() for p in trainer.student.parameters()]
+    trainer.train_step(batch)
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.student.parameters(), strict=True))
+    trainer.nonfinite_in_a_row = 19
+    with pytest.raises(CsakdError, match="training diverged"):
+        trainer.train_step(batch)
+
+
+def test_paper_schedules() -> None:
+    cfg = apply_recipe(TrainConfig(recipe="paper"), set())
+    assert cfg.lr_teacher == 1e-4 and cfg.train_snr_db == 35.0 and cfg.epochs == 800
+    assert lr_factor(cfg, "teacher", 0, 0) == pytest.approx(1.0)
+    assert lr_factor(cfg, "teacher", 400, 0) * 1e-4 == pytest.approx(0.5e-4, rel=1e-5)
+    assert lr_factor(cfg, "student", 99, 0) == 1.0 and lr_factor(cfg, "student", 250, 0) == pytest.approx(0.81)
+    explicit = apply_recipe(TrainConfig(recipe="paper", lr_teacher=3e-4), {"lr_teacher"})
+    assert explicit.lr_teacher == 3e-4
+
+
+def test_bad_training_settings(tmp_path) -> None:
+    train, val, _ = datasets()
+    with pytest.raises(InputError, match="teacher-checkpoint"):
+        Trainer(spec("offline"), train, val, tmp_path, progress=False)
+    with pytest.raises(InputError, match="no training state"):
+        Trainer(spec(), train, val, tmp_path / "empty", resume=True, progress=False)
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot load"):
+        read_payload(bad)
