@@ -46,8 +46,8 @@ def fuse_arrays(
     [-1, 1]. The whole image goes through in one pass.
     """
     cfg = loaded.config
-    lr = torch.as_tensor(np.asarray(lr_hsi, dtype=np.float32))[None]
-    msi = torch.as_tensor(np.asarray(hr_msi, dtype=np.float32))[None]
+    lr = torch.as_tensor(np.array(lr_hsi, dtype=np.float32))[None]
+    msi = torch.as_tensor(np.array(hr_msi, dtype=np.float32))[None]
     check_compatible(loaded, bands=lr.shape[1], msi_bands=msi.shape[1])
     check_grids(tuple(lr.shape), tuple(msi.shape), cfg.scale)
     for name, t in (("lr_hsi", lr), ("hr_msi", msi)):
