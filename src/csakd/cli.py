@@ -350,6 +350,29 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------- bench
+def cmd_bench(args: argparse.Namespace) -> int:
+    from csakd.bench import bench
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    result = bench(args.preset, bands=args.bands, msi_bands=args.msi_bands, scale=args.scale, size=args.size,
+                   device=args.device, batches=args.batches, repeats=args.repeats, warmup=args.warmup,
+                   train_step=args.train_step, paper=args.paper, onnx=not args.no_onnx)
+    from csakd.envinfo import environment
+
+    result.update(environment())
+    for name, entry in result["paths"].items():
+        for key, val in entry.items():
+            if key.startswith("b"):
+                print(f"{name:<26} batch {key[1:]:>3}: {val['median_ms']:9.1f} ms  {val['images_per_s']:8.2f} img/s")
+    print(f"fastest at batch {args.batches[0]}: {result['path']}")
+    _json_out(args.json, result)
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="csakd", description=__doc__.splitlines()[0])
@@ -466,6 +489,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write a summary as JSON to FILE (- for stdout)")
     add_cube_args(p)
     p.set_defaults(func=cmd_fuse)
+
+    p = sub.add_parser("bench", help="latency, throughput, memory and training-step time of a preset")
+    p.add_argument("--preset", default="student", help="teacher, student or lite")
+    p.add_argument("--paper", action="store_true", help="the paper's exact network")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--bands", type=int, default=172)
+    p.add_argument("--msi-bands", type=int, default=4)
+    p.add_argument("--scale", type=int, default=4)
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--batches", type=_int_tuple, default=(1,), help="batch sizes, e.g. 1,16 (default 1)")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int)
+    p.add_argument("--train-step", action="store_true", help="also time a training step (batch 8, crop 128)")
+    p.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime path")
+    p.add_argument("--json", help="write the results as JSON to FILE (- for stdout)")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("info", help="parameters and MACs of a preset or a checkpoint")
     p.add_argument("--preset", help="teacher, student or lite")
