@@ -40,9 +40,11 @@ def test_cave_train_and_eval_smoke(tmp_path, capsys) -> None:
     code = main(["train", "--data", str(train_dir), "--val-data", str(test_dir), *common, "--out", str(run),
                  "--epochs", "3", "--batch-size", "4", "--crop", "32", "--samples-per-epoch", "8", "--nf", "8",
                  "--gc", "4", "--teacher-blocks", "1,1,1,1", "--student-blocks", "1,1,1,1", "--device", "cpu",
-                 "--quiet"])
+                 "--quiet", "--test-data", str(test_dir), "--test-json", str(tmp_path / "test.json")])
     assert code == 0, capsys.readouterr().err
     capsys.readouterr()
+    tested = json.loads((tmp_path / "test.json").read_text())
+    assert set(tested["methods"]) == {"bicubic", "teacher", "student"}
     code = main(["eval", "--checkpoint", str(run / "teacher.pt"), "--checkpoint", str(run / "student.pt"),
                  "--data", str(test_dir), "--center-crop", "64", "--out", str(tmp_path / "eval"), "--json", "-"])
     out = capsys.readouterr().out

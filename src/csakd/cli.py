@@ -222,6 +222,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     for role, m in summary["best"].items():
         print(f"best {role}: epoch {m['epoch']}, PSNR {m['psnr']:.2f} dB, SAM {m['sam']:.3f} deg "
               f"-> {run_dir / (role + '.pt')}")
+    if args.test_data:
+        test_argv = ["eval", "--data", args.test_data, "--normalize", args.normalize, "--out", str(run_dir / "test"),
+                     "--device", args.device or "auto", "--figures", "3"]
+        for role in ("teacher", "student"):
+            if (run_dir / f"{role}.pt").exists():
+                test_argv += ["--checkpoint", str(run_dir / f"{role}.pt")]
+        if args.center_crop:
+            test_argv += ["--center-crop", str(args.center_crop)]
+        if args.test_json:
+            test_argv += ["--json", args.test_json]
+        code = main(test_argv)
+        if code:
+            return code
     _json_out(args.json, summary)
     return 0
 
@@ -409,6 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--data", help="folder of HR-HSI cubes (pairs simulated on the fly)")
     d.add_argument("--val-data", help="folder of validation cubes (default: a deterministic split of --data)")
     d.add_argument("--val-fraction", type=float, default=0.2, help="validation share of --data (default 0.2)")
+    d.add_argument("--test-data", help="after training, evaluate the best checkpoints on this folder of cubes")
+    d.add_argument("--test-json", help="with --test-data: write the test metrics as JSON to FILE")
     d.add_argument("--aviris", help="root of the reference implementation's AVIRIS layout (train/val.txt)")
     d.add_argument("--msi-bands", type=int, default=4, choices=[4, 6], help="AVIRIS layout: hrmsi4 or hrmsi6")
     d.add_argument("--center-crop", type=int, help="centre crop of each cube (e.g. 256 for cave256-x4)")
