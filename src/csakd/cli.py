@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -213,11 +214,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     spec = RunSpec(train=cfg, teacher=teacher, student=student, normalization=normalization,
                    wavelengths=wavelengths, response=response, degradation=degradation, data=data_info)
     trainer = Trainer(spec, train_set, val_set, run_dir, resume=args.resume, progress=not args.quiet)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _write_yaml(run_dir / "config.yaml", spec.to_dict())
-    t0 = time.monotonic()
-    summary = trainer.fit()
-    summary["wall_seconds"] = round(time.monotonic() - t0, 1)
+    try:
+        if trainer.dist.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            _write_yaml(run_dir / "config.yaml", spec.to_dict())
+        t0 = time.monotonic()
+        summary = trainer.fit()  # rank 0's summary on every rank
+        summary["wall_seconds"] = round(time.monotonic() - t0, 1)
+    finally:
+        trainer.close()
+    if not trainer.dist.is_main:
+        return 0
     write_json(run_dir / "summary.json", summary)
     for role, m in summary["best"].items():
         print(f"best {role}: epoch {m['epoch']}, PSNR {m['psnr']:.2f} dB, SAM {m['sam']:.3f} deg "
@@ -436,7 +443,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--recipe", choices=["default", "paper"])
     t.add_argument("--epochs", type=int)
     t.add_argument("--max-minutes", type=float, help="wall-clock budget")
-    t.add_argument("--batch-size", type=int)
+    t.add_argument("--batch-size", type=int,
+                   help="the global batch (default 8); under torchrun it is split evenly over the processes")
     t.add_argument("--crop", type=int, help="HR training crop (default 128)")
     t.add_argument("--lr-teacher", type=float)
     t.add_argument("--lr-student", type=float)
@@ -538,7 +546,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    level = logging.DEBUG if args.verbose else logging.INFO
+    if os.environ.get("RANK", "0") != "0":  # other processes of a torchrun launch: warnings only
+        level = logging.WARNING
+    logging.basicConfig(level=level,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         return int(args.func(args))

@@ -5,6 +5,14 @@ teacher's output and fused features of that same forward pass (computed before t
 Validation runs on whole images; the best teacher and student (by mean validation SAM) are written as
 ``teacher.pt`` / ``student.pt`` in the run folder, the full training state as ``last.pt`` (for
 ``--resume``), metrics to ``metrics.jsonl`` and TensorBoard scalars to ``tb/``.
+
+Launched by ``torchrun`` with more than one process, the trainer runs data-parallel (see
+:mod:`csakd.train.distributed`): each trainable model is wrapped in DDP (teacher and student separately in
+co-training; the frozen teacher of offline distillation stays a plain module), every rank takes its
+``batch_size / world_size`` share of each global batch of the shared per-epoch permutation, validation is
+split over the ranks and gathered, and only rank 0 logs, shows progress and writes files. Decisions that must
+agree across ranks (skipping a step with a non-finite loss, stopping on the time budget, the time-based
+learning-rate schedule) are taken from values reduced over the ranks.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
 from csakd.degradation import add_noise
@@ -28,7 +37,8 @@ from csakd.losses import student_loss, teacher_loss
 from csakd.metrics import compute_metrics, summarize
 from csakd.models import DTSNet, ModelConfig
 from csakd.normalization import Normalization, from_network, to_network
-from csakd.train.checkpoint import load_checkpoint, model_payload, read_payload, save_payload
+from csakd.train import distributed as ddp
+from csakd.train.checkpoint import load_checkpoint, model_payload, read_payload, save_payload, unwrap
 from csakd.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -95,7 +105,13 @@ def lr_factor(cfg: TrainConfig, role: str, epoch: int, progress: float) -> float
 
 
 class Trainer:
-    """Trains the models named by ``spec.train.mode`` on ``train_set``, validating on ``val_set``."""
+    """Trains the models named by ``spec.train.mode`` on ``train_set``, validating on ``val_set``.
+
+    Under a multi-process launch (``torchrun``: ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``) the constructor
+    checks the split of the batch (``batch_size`` is the global batch), joins the process group and wraps the
+    trainable models in DDP; :attr:`teacher` and :attr:`student` stay the plain modules. Call :meth:`close`
+    when done to leave a process group the trainer created. ``dist`` describes this process's rank.
+    """
 
     def __init__(
         self,
@@ -115,8 +131,22 @@ class Trainer:
         self.train_set = train_set
         self.val_set = val_set
         self.progress = progress
-        self.device = resolve_device(cfg.device)
+        self.dist = ddp.context_from_env()
+        if self.dist.enabled:
+            ddp.check_global_batch(cfg.batch_size, self.dist.world_size, len(train_set))  # type: ignore[arg-type]
+            self.device = ddp.device_for_rank(cfg.device, self.dist)
+        else:
+            self.device = resolve_device(cfg.device)
         self.amp = amp_dtype(cfg.amp, self.device)
+        self.dist = ddp.init_process_group(self.dist, self.device)
+        try:
+            self._build(spec, resume)
+        except BaseException:
+            ddp.destroy_process_group(self.dist)
+            raise
+
+    def _build(self, spec: RunSpec, resume: bool) -> None:
+        cfg = self.cfg
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True)
         torch.manual_seed(cfg.seed)
@@ -151,7 +181,7 @@ class Trainer:
                 net.parameters(), lr=self.base_lr[role], weight_decay=cfg.weight_decay
             )
         self.noise_gen = torch.Generator(device=self.device)
-        self.noise_gen.manual_seed(cfg.seed + 1)
+        self.noise_gen.manual_seed(ddp.rank_noise_seed(cfg.seed, self.dist.rank))
         self.epoch = 0  # epochs completed
         self.step = 0
         self.elapsed = 0.0  # seconds of training in earlier sessions of this run
@@ -160,6 +190,20 @@ class Trainer:
         self.writer: Any = None
         if resume:
             self._load_state()
+        # DDP wrappers of the trainable models (after any resume: every rank then holds the same weights,
+        # and DDP broadcasts rank 0's anyway). Every parameter of a DTSNet takes part in every forward pass,
+        # whatever the fusion and attention (tests/test_distributed.py checks it), so no unused-parameter search.
+        self.wrapped: dict[str, nn.Module] = {}
+        for role, net in self.trainable():
+            if self.dist.enabled:
+                ids = [self.device.index] if self.device.type == "cuda" else None
+                self.wrapped[role] = DistributedDataParallel(net, device_ids=ids, find_unused_parameters=False)
+            else:
+                self.wrapped[role] = net
+
+    def close(self) -> None:
+        """Leave the process group if this trainer created it (a no-op in a single process)."""
+        ddp.destroy_process_group(self.dist)
 
     # ------------------------------------------------------------------ helpers
     def trainable(self) -> Iterator[tuple[str, DTSNet]]:
@@ -184,15 +228,23 @@ class Trainer:
         return torch.randperm(len(self.train_set), generator=g).tolist()  # type: ignore[arg-type]
 
     def _loader(self, epoch: int) -> DataLoader[Batch]:
+        """This rank's batches of epoch ``epoch`` (the whole permutation in a single process)."""
         if hasattr(self.train_set, "set_epoch"):
             self.train_set.set_epoch(epoch)
+        order = self._epoch_order(epoch)
+        batch_size = self.cfg.batch_size
+        drop_last = len(self.train_set) >= batch_size  # type: ignore[arg-type]
+        if self.dist.enabled:
+            order = ddp.shard_order(order, batch_size, self.dist.rank, self.dist.world_size)
+            batch_size //= self.dist.world_size
+            drop_last = False  # the shard holds full global batches only
         return DataLoader(
             self.train_set,
-            batch_size=self.cfg.batch_size,
-            sampler=self._epoch_order(epoch),
+            batch_size=batch_size,
+            sampler=order,
             num_workers=self.cfg.num_workers,
             pin_memory=self.device.type == "cuda",
-            drop_last=len(self.train_set) >= self.cfg.batch_size,  # type: ignore[arg-type]
+            drop_last=drop_last,
             persistent_workers=False,
         )
 
@@ -205,9 +257,12 @@ class Trainer:
     def _apply(self, role: str, loss: torch.Tensor, net: nn.Module) -> bool:
         opt = self.opt[role]
         opt.zero_grad(set_to_none=True)
-        if not torch.isfinite(loss):
+        finite = bool(torch.isfinite(loss))
+        if not ddp.all_true(finite, self.dist, self.device):  # every rank skips, or none does
             self.nonfinite_in_a_row += 1
-            log.warning("step %d: %s loss is %s; step skipped", self.step, role, float(loss))
+            where = f" (rank {self.dist.rank})" if self.dist.enabled else ""
+            if not finite or self.dist.is_main:
+                log.warning("step %d: %s loss is %s%s; step skipped", self.step, role, float(loss.detach()), where)
             if not self.cfg.skip_nonfinite or self.nonfinite_in_a_row >= 20:
                 raise CsakdError(
                     f"training diverged: the {role} loss was not finite at step {self.step} "
@@ -234,16 +289,18 @@ class Trainer:
                 with torch.no_grad(), self._autocast():
                     t_out, t_feat = self.teacher(self._noisy(lr), msi)
             else:
-                self.teacher.train()
+                teacher = self.wrapped["teacher"]
+                teacher.train()
                 with self._autocast():
-                    t_out, t_feat = self.teacher(self._noisy(lr), msi)
+                    t_out, t_feat = teacher(self._noisy(lr), msi)
                 parts = teacher_loss(t_out.float(), hr, self.cfg.losses)
                 ok &= self._apply("teacher", parts["loss"], self.teacher)
                 logs.update({f"teacher/{k}": float(v.detach()) for k, v in parts.items()})
         if self.student is not None:
-            self.student.train()
+            student = self.wrapped["student"]
+            student.train()
             with self._autocast():
-                s_out, s_feat = self.student(self._noisy(lr), msi)
+                s_out, s_feat = student(self._noisy(lr), msi)
             distil = self.cfg.mode in ("cotrain", "offline")
             parts = student_loss(
                 s_out.float(),
@@ -263,12 +320,16 @@ class Trainer:
     # ------------------------------------------------------------------ validation
     @torch.no_grad()
     def validate(self) -> dict[str, dict[str, float]]:
-        """Mean metrics of each model over the validation set (whole images, [0, 1] scale, clamped)."""
+        """Mean metrics of each model over the validation set (whole images, [0, 1] scale, clamped).
+
+        With several processes, rank ``r`` computes images ``r, r + W, ...``; the per-image metrics are
+        gathered and averaged in image order on every rank, so the result is the single-process one.
+        """
         if self.val_set is None or len(self.val_set) == 0:  # type: ignore[arg-type]
             return {}
-        results: dict[str, list[dict[str, float]]] = {}
+        rows: list[tuple[int, str, dict[str, float]]] = []
         models = [(r, m) for r, m in (("teacher", self.teacher), ("student", self.student)) if m is not None]
-        for i in range(len(self.val_set)):  # type: ignore[arg-type]
+        for i in range(self.dist.rank, len(self.val_set), self.dist.world_size):  # type: ignore[arg-type]
             item = self.val_set[i]
             lr = to_network(item["lr_hsi"][None].to(self.device))
             msi = to_network(item["hr_msi"][None].to(self.device))
@@ -279,8 +340,13 @@ class Trainer:
                     out, _ = net(lr, msi)
                 pred = from_network(out.float()).clamp(0, 1)
                 m = compute_metrics(pred, hr, scale=self.scale)
-                results.setdefault(role, []).append({k: float(v[0]) for k, v in m.items()})
-        return {role: summarize(rows) for role, rows in results.items()}
+                rows.append((i, role, {k: float(v[0]) for k, v in m.items()}))
+        gathered = sorted((row for part in ddp.all_gather_objects(rows, self.dist) for row in part),
+                          key=lambda row: row[0])
+        results: dict[str, list[dict[str, float]]] = {}
+        for _, role, metrics in gathered:
+            results.setdefault(role, []).append(metrics)
+        return {role: summarize(per_image) for role, per_image in results.items()}
 
     # ------------------------------------------------------------------ state
     def _payload(self, role: str, net: nn.Module, metrics: dict[str, float]) -> dict[str, Any]:
@@ -299,6 +365,10 @@ class Trainer:
         )
 
     def _save_state(self) -> None:
+        """Write ``last.pt`` (rank 0; every rank must call it, as the noise states are gathered)."""
+        noise_states = ddp.all_gather_objects(self.noise_gen.get_state(), self.dist)
+        if not self.dist.is_main:
+            return
         state = {
             "format": "csakd-train-state",
             "spec": json.dumps(self.spec.to_dict()),
@@ -306,9 +376,11 @@ class Trainer:
             "step": self.step,
             "elapsed": self.elapsed,
             "best": dict(self.best),
-            "models": {r: {k: v.cpu() for k, v in m.state_dict().items()} for r, m in self.trainable()},
+            "models": {r: {k: v.cpu() for k, v in unwrap(m).state_dict().items()} for r, m in self.trainable()},
             "optimizers": {r: o.state_dict() for r, o in self.opt.items()},
-            "noise_rng": self.noise_gen.get_state(),
+            "noise_rng": noise_states[0],
+            "noise_rngs": noise_states,  # one per rank
+            "world_size": self.dist.world_size,
             "torch_rng": torch.get_rng_state(),
         }
         save_payload(self.run_dir / "last.pt", state)
@@ -333,11 +405,22 @@ class Trainer:
             self.opt[role].load_state_dict(state["optimizers"][role])
         self.epoch, self.step, self.elapsed = int(state["epoch"]), int(state["step"]), float(state["elapsed"])
         self.best = {k: float(v) for k, v in state["best"].items()}
-        self.noise_gen.set_state(state["noise_rng"])
+        saved_world = int(state.get("world_size", 1))
+        if saved_world == self.dist.world_size:
+            self.noise_gen.set_state(state.get("noise_rngs", [state["noise_rng"]])[self.dist.rank])
+        else:
+            self.noise_gen.manual_seed(ddp.rank_noise_seed(self.cfg.seed, self.dist.rank, self.epoch))
+            if self.dist.is_main:
+                log.info("%s was written by %d process(es), this run has %d: the training-noise generators are "
+                         "reseeded from (seed, epoch, rank)", path, saved_world, self.dist.world_size)
         torch.set_rng_state(state["torch_rng"])
-        log.info("resumed %s at epoch %d, step %d", path, self.epoch, self.step)
+        if self.dist.is_main:
+            log.info("resumed %s at epoch %d, step %d", path, self.epoch, self.step)
 
     def _log(self, scalars: dict[str, float], kind: str) -> None:
+        """Append to ``metrics.jsonl`` and TensorBoard (rank 0 only)."""
+        if not self.dist.is_main:
+            return
         record = {"kind": kind, "epoch": self.epoch, "step": self.step, **scalars}
         with open(self.run_dir / "metrics.jsonl", "a") as fh:
             fh.write(json.dumps(record) + "\n")
@@ -358,10 +441,12 @@ class Trainer:
         """Train until the epochs or the time budget run out; return the best validation metrics.
 
         ``stop_after_epochs`` ends this session early (after that many epochs in total), as an
-        interruption would; ``resume`` continues it.
+        interruption would; ``resume`` continues it. With several processes every rank calls this; rank 0
+        writes the files and its summary is returned on every rank.
         """
         cfg = self.cfg
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         budget = cfg.max_minutes * 60 if cfg.max_minutes else None
         steps_per_epoch = max(1, len(self._loader(0)))
         total_steps = steps_per_epoch * cfg.epochs
@@ -371,14 +456,14 @@ class Trainer:
             stop = True
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total_steps, initial=self.step, disable=not self.progress, unit="step",
-                   dynamic_ncols=True)
+        bar = tqdm(total=total_steps, initial=self.step, disable=not (self.progress and self.dist.is_main),
+                   unit="step", dynamic_ncols=True)
         try:
             while not stop:
                 running: dict[str, float] = {}
                 n = 0
                 for batch in self._loader(self.epoch):
-                    now = time.monotonic() - started
+                    now = self._clock(started) if budget else 0.0
                     progress = max(self.step / total_steps, now / budget if budget else 0.0)
                     self._set_lr(min(progress, 1.0))
                     logs = self.train_step(batch)
@@ -388,13 +473,14 @@ class Trainer:
                     bar.update(1)
                     bar.set_postfix({k.split("/")[0][0] + "_loss": f"{v:.4f}" for k, v in logs.items()
                                      if k.endswith("/loss")})
-                    if budget is not None and time.monotonic() - started >= budget:
+                    if budget is not None and self._clock(started) >= budget:
                         stop = True
                         break
                 self.epoch += 1
-                self.elapsed = time.monotonic() - started
-                if n:
-                    self._log({k: v / n for k, v in running.items()}, "train")
+                self.elapsed = self._clock(started)
+                if n:  # the same on every rank: the mean over the global batches
+                    total = ddp.sum_over_ranks(running, self.dist, self.device)
+                    self._log({k: v / (n * self.dist.world_size) for k, v in total.items()}, "train")
                 if self.epoch >= cfg.epochs:
                     stop = True
                 if self.epoch % cfg.val_every == 0 or stop:
@@ -406,14 +492,24 @@ class Trainer:
             bar.close()
             if self.writer:
                 self.writer.close()
-        return {"epochs": self.epoch, "steps": self.step, "seconds": round(self.elapsed, 1),
-                "best": self.best_metrics()}
+                self.writer = None
+        summary = None
+        if self.dist.is_main:
+            summary = {"epochs": self.epoch, "steps": self.step, "seconds": round(self.elapsed, 1),
+                       "best": self.best_metrics()}
+        result: dict[str, Any] = ddp.broadcast_object(summary, self.dist)
+        return result
+
+    def _clock(self, started: float) -> float:
+        """Seconds since ``started`` (monotonic); the largest over the ranks, so that all agree."""
+        return ddp.max_over_ranks(time.monotonic() - started, self.dist, self.device)
 
     def _validate_and_save(self) -> None:
-        metrics = self.validate()
+        metrics = self.validate()  # on every rank; files are written by rank 0
         for role, m in metrics.items():
             self._log(m, f"val/{role}")
-            log.info("epoch %d %s: PSNR %.2f dB, SAM %.3f deg", self.epoch, role, m["psnr"], m["sam"])
+            if self.dist.is_main:
+                log.info("epoch %d %s: PSNR %.2f dB, SAM %.3f deg", self.epoch, role, m["psnr"], m["sam"])
         for role, net in (("teacher", self.teacher), ("student", self.student)):
             if net is None or (role == "teacher" and self.frozen_teacher):
                 continue
@@ -423,6 +519,8 @@ class Trainer:
             if improved:
                 if math.isfinite(sam):
                     self.best[role] = sam
+                if not self.dist.is_main:
+                    continue
                 save_payload(self.run_dir / f"{role}.pt", self._payload(role, net, m))
                 with open(self.run_dir / f"{role}_metrics.json", "w") as fh:
                     json.dump({"epoch": self.epoch, "step": self.step, **m}, fh, indent=2)
