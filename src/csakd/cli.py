@@ -327,14 +327,39 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------- fuse
 def cmd_fuse(args: argparse.Namespace) -> int:
-    from csakd.inference import fuse_files
-
+    runtime = args.runtime or ("onnx" if str(args.checkpoint).lower().endswith(".onnx") else "torch")
     t0 = time.perf_counter()
-    out = fuse_files(args.lr_hsi, args.hr_msi, args.checkpoint, args.out, overwrite=args.overwrite,
-                     device=args.device, variable_lr=args.variable, variable_msi=args.variable, layout=args.layout)
+    if runtime == "onnx":  # never imports torch
+        from csakd.inference.onnx_runtime import fuse_files_onnx, providers_for_device
+
+        if args.tile:
+            raise InputError("--tile is not available with --runtime onnx: the attention needs a whole-scene pass")
+        out = fuse_files_onnx(args.lr_hsi, args.hr_msi, args.checkpoint, args.out, overwrite=args.overwrite,
+                              providers=providers_for_device(args.device), variable_lr=args.variable,
+                              variable_msi=args.variable, layout=args.layout)
+    else:
+        if str(args.checkpoint).lower().endswith(".onnx"):
+            raise InputError(f"{args.checkpoint} is an ONNX file: use --runtime onnx")
+        from csakd.inference import fuse_files
+
+        out = fuse_files(args.lr_hsi, args.hr_msi, args.checkpoint, args.out, overwrite=args.overwrite,
+                         device=args.device, variable_lr=args.variable, variable_msi=args.variable,
+                         layout=args.layout)
     seconds = time.perf_counter() - t0
     print(f"wrote {out} in {seconds:.2f} s")
     _json_out(args.json, {"out": str(out), "seconds": seconds})
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- export
+def cmd_export(args: argparse.Namespace) -> int:
+    from csakd.inference.export import export_onnx
+
+    result = export_onnx(args.checkpoint, args.out, opset=args.opset, overwrite=args.overwrite,
+                         check=not args.no_check, atol=args.atol, exporter=args.exporter, scale=args.scale)
+    print(f"wrote {result['out']} ({result['exporter']} exporter, opset {result['opset']}; "
+          f"max |ONNX Runtime - PyTorch| = {result['max_abs_diff']})")
+    _json_out(args.json, result)
     return 0
 
 
@@ -509,9 +534,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output file; format by extension (.tif GeoTIFF, .hdr ENVI, .npy, .npz, .mat)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--device", default="auto")
+    p.add_argument("--runtime", choices=["torch", "onnx"],
+                   help="torch (a .pt checkpoint) or onnx (an exported .onnx, no PyTorch needed); default by extension")
+    p.add_argument("--tile", type=int, default=0, help="tile side in HR pixels (0 = one pass)")
+    p.add_argument("--overlap", type=int, help="tile overlap in HR pixels (default: the receptive field)")
     p.add_argument("--json", help="write a summary as JSON to FILE (- for stdout)")
     add_cube_args(p)
     p.set_defaults(func=cmd_fuse)
+
+    p = sub.add_parser("export", help="export a checkpoint to ONNX (checked against PyTorch)")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--out", required=True, help="the .onnx file to write")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime vs PyTorch comparison")
+    p.add_argument("--atol", type=float, default=1e-4, help="largest difference allowed by the check")
+    p.add_argument("--exporter", choices=["auto", "torchscript", "dynamo"], default="auto")
+    p.add_argument("--scale", type=int, default=4, help="scale of a reference state dict (not stored in it)")
+    p.add_argument("--json", help="write a summary as JSON to FILE (- for stdout)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("bench", help="latency, throughput, memory and training-step time of a preset")
     p.add_argument("--preset", default="student", help="teacher, student or lite")

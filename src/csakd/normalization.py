@@ -14,11 +14,14 @@ nothing else. Kinds:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
+import numpy as np
 
 from csakd.errors import InputError
+
+if TYPE_CHECKING:  # torch is imported where it is used: this module also serves the torch-free ONNX runtime
+    import torch
 
 KINDS = ("none", "fixed", "per_image")
 
@@ -37,6 +40,8 @@ class Normalization:
 
     def factors(self, lr_hsi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The divisors of the HSI and the MSI, shaped (B, 1, 1, 1) for a (B, C, h, w) LR-HSI."""
+        import torch
+
         b = lr_hsi.shape[0]
         if self.kind == "per_image":
             peak = lr_hsi.detach().reshape(b, -1).amax(dim=1).clamp_min(1e-12).reshape(b, 1, 1, 1)
@@ -44,6 +49,25 @@ class Normalization:
         hsi = torch.full((b, 1, 1, 1), self.hsi_scale if self.kind == "fixed" else 1.0, dtype=lr_hsi.dtype,
                          device=lr_hsi.device)
         msi = torch.full_like(hsi, self.msi_scale if self.kind == "fixed" else 1.0)
+        return hsi, msi
+
+    def factors_numpy(self, lr_hsi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The numpy twin of :meth:`factors` (no PyTorch needed): the divisors of the HSI and the MSI.
+
+        ``per_image``: the maximum of each image of ``lr_hsi`` (at least 1e-12); ``fixed``: ``hsi_scale`` and
+        ``msi_scale``; ``none``: 1. Computed in ``lr_hsi``'s dtype, as :meth:`factors` is.
+
+        Shape:
+            - lr_hsi: (B, C, h, w)
+            - output: two (B, 1, 1, 1) arrays
+        """
+        lr = np.asarray(lr_hsi)
+        b = lr.shape[0]
+        if self.kind == "per_image":
+            peak = np.maximum(lr.reshape(b, -1).max(axis=1), lr.dtype.type(1e-12)).reshape(b, 1, 1, 1)
+            return peak, peak.copy()
+        hsi = np.full((b, 1, 1, 1), self.hsi_scale if self.kind == "fixed" else 1.0, dtype=lr.dtype)
+        msi = np.full((b, 1, 1, 1), self.msi_scale if self.kind == "fixed" else 1.0, dtype=lr.dtype)
         return hsi, msi
 
     def to_dict(self) -> dict[str, Any]:

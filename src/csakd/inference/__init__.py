@@ -1,5 +1,25 @@
-"""Using trained models on whole images: fusion of files and arrays."""
+"""Using trained models on whole images: fusion of files and arrays, export, runtimes.
 
-from csakd.inference.fuse import fuse_arrays, fuse_files
+The names are imported on first use, so that csakd.inference.onnx_runtime (no PyTorch) imports without torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from csakd.inference.fuse import fuse_arrays, fuse_files
 
 __all__ = ["fuse_arrays", "fuse_files"]
+
+_LAZY = {"fuse_arrays": "csakd.inference.fuse", "fuse_files": "csakd.inference.fuse"}
+
+
+def __getattr__(name: str) -> Any:
+    """Import fuse_arrays / fuse_files (which need torch) on first access."""
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,323 @@
+"""Fuse with an exported ONNX model through ONNX Runtime, without PyTorch.
+
+This module never imports torch (nor any csakd module that does), so that a fusion-only install is small:
+
+.. code-block:: bash
+
+    pip install numpy onnxruntime          # the runtime (onnxruntime-gpu for CUDA)
+    pip install --no-deps csakd            # csakd itself, without its training dependencies
+    # then only the file libraries of the formats you read or write:
+    #   .npy / .npz / ENVI: nothing more      .mat v5: scipy      .mat v7.3: h5py
+    #   .tif: rasterio (GeoTIFF) or tifffile  CAVE PNG folders: pillow
+
+:class:`OnnxFuser` reads the metadata that :func:`csakd.inference.export.export_onnx` writes into the file
+(bands, MSI bands, scale, wavelengths, normalisation) and applies exactly what
+:func:`csakd.inference.fuse.fuse_arrays` does: the checkpoint's normalisation to [0, 1]
+(:meth:`csakd.normalization.Normalization.factors_numpy`), then ``x * 2 - 1`` to the network's [-1, 1]; the
+output back with ``(y + 1) / 2`` times the HSI factor. It refuses, before running anything, images whose band
+counts differ from the file's (naming both), whose grids are not ``scale`` apart, or with NaN / Inf.
+
+The whole image goes through in one pass (the attention fusions reduce over every pixel of the image).
+
+Example:
+    >>> fuser = OnnxFuser("student.onnx")  # doctest: +SKIP
+    >>> hr_hsi = fuser.fuse(lr_hsi, hr_msi)  # (C, h, w), (c, 4h, 4w) -> (C, 4h, 4w) float32  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from csakd.data import Cube, read_cube, write_cube
+from csakd.data.writers import SUPPORTED_WRITE_SUFFIXES
+from csakd.errors import CheckpointError, InputError
+from csakd.io_utils import check_writable
+from csakd.normalization import Normalization
+
+__all__ = ["FORMAT", "OnnxFuser", "Providers", "check_pair", "default_providers", "fuse_files_onnx",
+           "providers_for_device"]
+
+log = logging.getLogger(__name__)
+
+#: The ``csakd_format`` metadata value of csakd's ONNX files (the same as ``csakd.inference.export.FORMAT``).
+FORMAT = "csakd-onnx"
+_REQUIRED = ("bands", "msi_bands", "scale", "normalization")
+
+#: ONNX Runtime providers: names, or ``(name, options)`` pairs such as ``("CUDAExecutionProvider", {"device_id": 1})``.
+Providers = Sequence[str | tuple[str, dict[str, Any]]]
+
+
+def default_providers() -> list[str]:
+    """ONNX Runtime providers to use: CUDA first when this onnxruntime build has it, then the CPU."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available] or list(available)
+
+
+def providers_for_device(device: str) -> list[str | tuple[str, dict[str, Any]]]:
+    """ONNX Runtime providers for a csakd ``--device`` value: ``auto`` (:func:`default_providers`), ``cpu``,
+    ``cuda`` or ``cuda:N`` (CUDA, then the CPU for any node CUDA lacks).
+
+    Raises:
+        InputError: an unknown device, or ``cuda`` with an onnxruntime build that has no CUDA provider.
+    """
+    import onnxruntime as ort
+
+    if device == "auto":
+        return list(default_providers())
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device == "cuda" or device.startswith("cuda:"):
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise InputError(
+                f"device {device!r}: this onnxruntime has no CUDA provider (it has "
+                f"{', '.join(ort.get_available_providers())}): install onnxruntime-gpu, or use cpu"
+            )
+        index = device.partition(":")[2] or "0"
+        if not index.isdigit():
+            raise InputError(f"device {device!r}: expected cuda or cuda:N with N a GPU index")
+        return [("CUDAExecutionProvider", {"device_id": int(index)}), "CPUExecutionProvider"]
+    raise InputError(f"device {device!r}: expected auto, cpu, cuda or cuda:N")
+
+
+def check_pair(lr_shape: Sequence[int], msi_shape: Sequence[int], *, bands: int, msi_bands: int, scale: int,
+               what: str = "the model") -> None:
+    """Refuse an LR-HSI / HR-MSI pair that does not fit a model (before any work).
+
+    Shape:
+        - lr_shape: (C, h, w); msi_shape: (c, H, W), with ``C = bands``, ``c = msi_bands``,
+          ``H = scale h`` and ``W = scale w``
+
+    Raises:
+        InputError: not 3-D, or grids that are not ``scale`` apart (the message gives both sizes).
+        CheckpointError: band counts other than the model's (naming both).
+    """
+    if len(lr_shape) != 3 or len(msi_shape) != 3:
+        raise InputError(
+            f"expected lr_hsi (C, h, w) and hr_msi (c, H, W), got shapes {tuple(lr_shape)} and {tuple(msi_shape)}"
+        )
+    problems = []
+    if lr_shape[0] != bands:
+        problems.append(f"lr_hsi has {lr_shape[0]} bands ({what} expects {bands})")
+    if msi_shape[0] != msi_bands:
+        problems.append(f"hr_msi has {msi_shape[0]} bands ({what} expects {msi_bands})")
+    if problems:
+        raise CheckpointError(f"the input does not fit {what}: " + "; ".join(problems))
+    h, w = int(lr_shape[1]), int(lr_shape[2])
+    H, W = int(msi_shape[1]), int(msi_shape[2])
+    if h < 1 or w < 1 or H % h or W % w or H // h != W // w:
+        raise InputError(
+            f"hr_msi is {H}x{W} but lr_hsi is {h}x{w}: the grid ratio must be one integer scale in both axes"
+        )
+    if H // h != scale:
+        raise InputError(f"hr_msi is {H}x{W} and lr_hsi {h}x{w}: a ratio of {H // h}, but the model fuses at x{scale}")
+
+
+class OnnxFuser:
+    """An exported csakd model run by ONNX Runtime: ``fuse(lr_hsi, hr_msi)`` in the files' units.
+
+    Args:
+        path: a ``.onnx`` file written by :func:`csakd.inference.export.export_onnx`.
+        providers: ONNX Runtime execution providers, by default :func:`default_providers` (CUDA if this
+            onnxruntime build has it, else the CPU); :func:`providers_for_device` maps ``--device`` values.
+        threads: ONNX Runtime's intra-op threads (None: its default, one per core).
+
+    Attributes:
+        metadata: the file's metadata, each value decoded from JSON.
+        bands, msi_bands, scale: what the model fuses.
+        wavelengths: (C,) nm, or None.
+        normalization: how the files' units map to [0, 1].
+        providers: the providers the session actually uses.
+
+    Raises:
+        CheckpointError: a missing file, one ONNX Runtime cannot load, or one without csakd's metadata.
+        CsakdError: onnxruntime is not installed.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, providers: Providers | None = None,
+                 threads: int | None = None) -> None:
+        self.path = Path(path).expanduser()
+        if not self.path.is_file():
+            raise CheckpointError(f"ONNX model {self.path} does not exist: expected a .onnx file from csakd export")
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            from csakd.errors import CsakdError
+
+            raise CsakdError(f"fusing with an ONNX model needs onnxruntime ({exc}): pip install onnxruntime") from exc
+        options = ort.SessionOptions()
+        if threads is not None:
+            if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+                raise InputError(f"threads={threads!r}: expected a positive integer")
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(
+                str(self.path), sess_options=options, providers=list(providers or default_providers())
+            )
+        except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
+            raise CheckpointError(
+                f"cannot load {self.path} with ONNX Runtime ({type(exc).__name__}: {str(exc)[:200]})"
+            ) from exc
+        self.providers: list[str] = list(self.session.get_providers())
+        self.metadata = self._read_metadata(self.session.get_modelmeta().custom_metadata_map)
+        md = self.metadata
+        try:
+            self.bands = int(md["bands"])
+            self.msi_bands = int(md["msi_bands"])
+            self.scale = int(md["scale"])
+            self.normalization = Normalization.from_dict(md["normalization"])
+        except (TypeError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"{self.path}: damaged csakd metadata ({exc})") from exc
+        wl = md.get("wavelengths")
+        self.wavelengths: np.ndarray | None = None if wl is None else np.asarray(wl, dtype=np.float64)
+        self._check_graph()
+        log.info("loaded %s: %d HSI bands, %d MSI bands, x%d, providers %s", self.path, self.bands, self.msi_bands,
+                 self.scale, ", ".join(self.providers))
+
+    def _read_metadata(self, props: dict[str, str]) -> dict[str, Any]:
+        if "csakd_format" not in props:
+            raise CheckpointError(
+                f"{self.path} has no csakd metadata: expected an ONNX file written by csakd export "
+                f"(found metadata keys {sorted(props) or 'none'})"
+            )
+        out: dict[str, Any] = {}
+        for key, text in props.items():
+            try:
+                out[key] = json.loads(text)
+            except json.JSONDecodeError:
+                out[key] = text
+        if out["csakd_format"] != FORMAT:
+            raise CheckpointError(f"{self.path}: csakd_format is {out['csakd_format']!r}, expected {FORMAT!r}")
+        missing = [k for k in _REQUIRED if k not in out]
+        if missing:
+            raise CheckpointError(f"{self.path}: csakd metadata lacks {', '.join(missing)}")
+        return out
+
+    def _check_graph(self) -> None:
+        """The graph's inputs must be ``lr_hsi`` and ``hr_msi`` with the metadata's band counts."""
+        inputs = {i.name: i.shape for i in self.session.get_inputs()}
+        for name, bands in (("lr_hsi", self.bands), ("hr_msi", self.msi_bands)):
+            shape = inputs.get(name)
+            if shape is None or len(shape) != 4:
+                raise CheckpointError(
+                    f"{self.path}: expected a 4-D input {name!r}, the graph has {inputs}"
+                )
+            if isinstance(shape[1], int) and shape[1] != bands:
+                raise CheckpointError(
+                    f"{self.path}: input {name} has {shape[1]} channels but the metadata says {bands}"
+                )
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able summary: path, bands, MSI bands, scale, normalisation, providers, role, versions."""
+        return {
+            "path": str(self.path),
+            "bands": self.bands,
+            "msi_bands": self.msi_bands,
+            "scale": self.scale,
+            "normalization": self.normalization.to_dict(),
+            "providers": self.providers,
+            "role": self.metadata.get("role"),
+            "csakd_version": self.metadata.get("csakd_version"),
+            "exporter": self.metadata.get("exporter"),
+            "opset": self.metadata.get("opset"),
+        }
+
+    def run_network(self, lr_hsi: np.ndarray, hr_msi: np.ndarray) -> np.ndarray:
+        """The bare graph on the network's [-1, 1] scale (no checks, no normalisation).
+
+        Shape:
+            - lr_hsi: (B, C, h, w) float32; hr_msi: (B, c, H, W) float32
+            - output: (B, C, H, W) float32
+        """
+        out = self.session.run(
+            ["hr_hsi"],
+            {"lr_hsi": np.ascontiguousarray(lr_hsi, dtype=np.float32),
+             "hr_msi": np.ascontiguousarray(hr_msi, dtype=np.float32)},
+        )[0]
+        return np.asarray(out, dtype=np.float32)
+
+    def fuse(self, lr_hsi: np.ndarray, hr_msi: np.ndarray) -> np.ndarray:
+        """Fuse one pair in the files' units, as :func:`csakd.inference.fuse.fuse_arrays` does.
+
+        Shape:
+            - lr_hsi: (C, h, w); hr_msi: (c, scale h, scale w)
+            - output: (C, scale h, scale w) float32
+
+        Raises:
+            CheckpointError: band counts other than the model's.
+            InputError: not 3-D arrays, grids not ``scale`` apart, or NaN / Inf values.
+        """
+        lr = np.array(lr_hsi, dtype=np.float32)[None]
+        msi = np.array(hr_msi, dtype=np.float32)[None]
+        check_pair(lr.shape[1:], msi.shape[1:], bands=self.bands, msi_bands=self.msi_bands, scale=self.scale,
+                   what=f"the ONNX model {self.path.name}")
+        for name, arr in (("lr_hsi", lr), ("hr_msi", msi)):
+            bad = int(np.count_nonzero(~np.isfinite(arr)))
+            if bad:
+                raise InputError(f"{name} has {bad} NaN or Inf values: expected finite numbers")
+        f_hsi, f_msi = self.normalization.factors_numpy(lr)
+        # [0, 1] -> [-1, 1] and back (csakd.normalization.to_network / from_network, in numpy)
+        out = self.run_network(lr / f_hsi * 2.0 - 1.0, msi / f_msi * 2.0 - 1.0)
+        fused = (out + 1.0) * 0.5 * f_hsi
+        return np.asarray(fused[0], dtype=np.float32)
+
+
+def fuse_files_onnx(
+    lr_path: str | os.PathLike[str],
+    msi_path: str | os.PathLike[str],
+    onnx_path: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    providers: Providers | None = None,
+    threads: int | None = None,
+    variable_lr: str | None = None,
+    variable_msi: str | None = None,
+    layout: Literal["auto", "chw", "hwc"] = "auto",
+) -> Path:
+    """Read the two files, fuse with the ONNX model, write the result in the format of ``out_path``'s extension.
+
+    The counterpart of :func:`csakd.inference.fuse.fuse_files` without PyTorch. Everything is checked
+    (output free and of a known format, model, files, band counts, grids, finite values) before the output
+    is written; an existing output needs ``overwrite``. Wavelengths come from the LR-HSI (else the model's
+    metadata); band names from the LR-HSI; georeferencing from the HR-MSI.
+
+    Returns:
+        ``out_path`` as a :class:`~pathlib.Path`.
+    """
+    out = check_writable(Path(out_path).expanduser(), overwrite=overwrite)
+    if out.suffix.lower() not in SUPPORTED_WRITE_SUFFIXES:
+        raise InputError(f"{out}: cannot write {out.suffix or 'files without an extension'!r}: expected one of "
+                         f"{', '.join(SUPPORTED_WRITE_SUFFIXES)}")
+    _check_writer_installed(out)
+    fuser = OnnxFuser(onnx_path, providers=providers, threads=threads)
+    lr = read_cube(Path(lr_path), variable=variable_lr, layout=layout)
+    msi = read_cube(Path(msi_path), variable=variable_msi, layout=layout)
+    lr.check_finite("lr_hsi")
+    msi.check_finite("hr_msi")
+    fused = fuser.fuse(lr.data, msi.data)
+    wavelengths = lr.wavelengths if lr.wavelengths is not None else fuser.wavelengths
+    cube = Cube(fused, wavelengths=wavelengths, band_names=lr.band_names, geo=msi.geo, source=str(lr_path))
+    return write_cube(out, cube, overwrite=overwrite)
+
+
+#: The optional file libraries each output format needs (any one of them).
+_WRITER_LIBRARIES = {".tif": ("rasterio", "tifffile"), ".tiff": ("rasterio", "tifffile"), ".mat": ("scipy",)}
+
+
+def _check_writer_installed(out: Path) -> None:
+    """Refuse, before any work, an output format whose file library is not installed (a minimal install)."""
+    import importlib.util
+
+    needed = _WRITER_LIBRARIES.get(out.suffix.lower(), ())
+    if needed and not any(importlib.util.find_spec(name) is not None for name in needed):
+        raise InputError(f"{out}: writing {out.suffix} files needs {' or '.join(needed)}: pip install {needed[-1]}")
