@@ -152,3 +152,17 @@ def test_train_errors(capsys, tmp_path, cube_folder) -> None:
     assert code == 2 and "does not exist" in err
     code, _, err = run(capsys, "info", "--preset", "giant")
     assert code == 2 and "unknown model preset" in err
+
+
+def test_eval_classical_baselines_without_a_checkpoint(capsys, tmp_path, cube_folder) -> None:
+    folder, srf = cube_folder
+    code, out, err = run(capsys, "eval", "--method", "gsa", "--data", str(folder), "--srf", str(srf),
+                         "--figures", "0", "--json", "-")
+    assert code == 0, err
+    result = json.loads(out[out.index("{"):])
+    assert set(result["methods"]) == {"bicubic", "gsa"}
+    assert result["methods"]["gsa"]["psnr"] > result["methods"]["bicubic"]["psnr"]
+    code, _, err = run(capsys, "eval", "--method", "magic", "--data", str(folder), "--srf", str(srf))
+    assert code == 2 and "unknown baseline 'magic'" in err
+    code, _, err = run(capsys, "eval", "--data", str(folder), "--srf", str(srf))
+    assert code == 2 and "nothing to evaluate" in err

@@ -269,10 +269,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from csakd.io_utils import check_writable
 
         check_writable(args.json, overwrite=True)
-    loaded = {Path(c).stem: load_checkpoint(c, scale=args.scale) for c in args.checkpoint}
-    first = next(iter(loaded.values()))
-    scale = first.config.scale
+    checkpoints = args.checkpoint or []
+    if not checkpoints and not args.method:
+        raise InputError("nothing to evaluate: give --checkpoint FILE and/or --method NAME")
+    from csakd.baselines import get_baseline, make_method
+
+    for name in args.method or []:
+        get_baseline(name)  # unknown names fail here, before any work
+    loaded = {Path(c).stem: load_checkpoint(c, scale=args.scale) for c in checkpoints}
+    first = next(iter(loaded.values()), None)
+    scale = first.config.scale if first is not None else args.scale
     pairs: list[EvalPair] = []
+    degradation = None
     if args.aviris:
         ds = AvirisReferenceDataset(args.aviris, args.split, msi_bands=args.msi_bands, shift=args.shift)
         for i in range(len(ds)):
@@ -284,16 +292,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if args.srf:
             config = degradation_config(args)
             response = None
-        elif first.degradation and first.response:
+        elif first is not None and first.degradation and first.response:
             config = DegradationConfig(**{k: v for k, v in first.degradation.items() if k != "hsi_snr_db"
                                           and k != "msi_snr_db"})
             response = SpectralResponse.from_dict(first.response)
         else:
-            raise InputError("this checkpoint carries no degradation: pass --srf (and --blur-size etc.)")
+            raise InputError("no degradation to simulate the test pairs with: pass --srf (and --blur-size etc.)")
         if args.snr is not None:
             config.hsi_snr_db = args.snr
         if args.shift:
             config.shift = args.shift
+        scale = config.scale
         cubes = load_hr_cubes(list_cube_files(args.data), scale=config.scale, crop=args.center_crop,
                               normalize=args.normalize, wavelengths=_wavelengths(args), variable=args.variable,
                               layout=args.layout)
@@ -307,11 +316,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
         for c in cubes:
             p = simulate_pair(degradation, c.data, generator=g)
             pairs.append(EvalPair(c.name, p["lr_hsi"], p["hr_msi"], p["hr_hsi"], c.peak, c.wavelengths))
+    if not pairs:
+        raise InputError("no test pairs found")
+    shapes = {(tuple(p.hr_hsi.shape[:1]), tuple(p.hr_msi.shape[:1])) for p in pairs}
+    if len(shapes) > 1:
+        raise InputError(f"the test pairs have mixed band counts {sorted(shapes)}: expected one")
     for name, lm in loaded.items():
         check_compatible(lm, bands=pairs[0].hr_hsi.shape[0], msi_bands=pairs[0].hr_msi.shape[0], scale=scale,
                          what=f"test data (for {name})")
     device = resolve_device(args.device)
-    methods = {"bicubic": bicubic_method(scale, args.phase)} if not args.no_bicubic else {}
+    phase = degradation.config.phase if degradation is not None else args.phase
+    methods = {"bicubic": bicubic_method(scale, phase)} if not args.no_bicubic else {}
+    for name in args.method or []:
+        if name == "bicubic":
+            continue
+        methods[name] = make_method(
+            name, scale=scale, phase=phase,
+            response=degradation.response.matrix if degradation is not None else None,
+            blur_kernel=degradation.kernel if degradation is not None else None,
+        )
     methods.update({name: model_method(lm, device) for name, lm in loaded.items()})
     out_dir = Path(args.out) if args.out else None
     result = evaluate(methods, pairs, scale=scale, out_dir=out_dir, figures=args.figures)
@@ -507,7 +530,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="metrics, tables and figures on test data with ground truth")
-    p.add_argument("--checkpoint", action="append", required=True, help="a checkpoint (repeatable)")
+    p.add_argument("--checkpoint", action="append", help="a checkpoint (repeatable)")
+    p.add_argument("--method", action="append",
+                   help="classical baseline to evaluate alongside any checkpoints (repeatable): bicubic, gsa, "
+                        "cnmf, hysure")
     p.add_argument("--data", help="folder of HR-HSI test cubes (pairs simulated as the checkpoint was trained)")
     p.add_argument("--aviris", help="root of the AVIRIS reference layout")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
