@@ -81,6 +81,8 @@ def test_simulate_train_eval_fuse(capsys, tmp_path, cube_folder) -> None:
     assert set(result["methods"]) == {"bicubic", "student"}
     assert {"psnr", "sam", "ergas", "rmse", "ssim"} <= set(result["methods"]["student"])
     assert len(list((tmp_path / "eval").glob("*.png"))) == 1
+    table = (tmp_path / "eval" / "table.md").read_text()
+    assert table.count("\n") == 4 and "| student |" in table and f"{count_params(ckpt.model) / 1e6:.2f}M" in table
     assert (tmp_path / "eval" / "metrics.csv").read_text().count("\n") == 7  # header + 2 methods x 3 images
 
     lr_path, msi_path = tmp_path / "lr.npy", tmp_path / "msi.npy"

@@ -340,10 +340,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     result = evaluate(methods, pairs, scale=scale, out_dir=out_dir, figures=args.figures)
     print(format_table(result["methods"]))
     if out_dir is not None:
+        from csakd.evaluate import markdown_table
         from csakd.io_utils import write_json
+        from csakd.models import count_macs, count_params
 
+        h, w = pairs[0].hr_hsi.shape[-2:]
+        result["complexity"] = {name: {"params": count_params(lm.model), "macs": count_macs(lm.config, (h, w)),
+                                       "size": [h, w]} for name, lm in loaded.items()}
         write_json(out_dir / "metrics.json", result)
-        print(f"per-image metrics and figures in {out_dir}")
+        (out_dir / "table.md").write_text(markdown_table(result["methods"], result["complexity"]))
+        print(f"per-image metrics, table.md and figures in {out_dir}")
     _json_out(args.json, result)
     return 0
 

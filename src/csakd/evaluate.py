@@ -112,6 +112,24 @@ def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     path.write_text(buf.getvalue())
 
 
+def markdown_table(methods: dict[str, dict[str, float]], complexity: dict[str, dict[str, int]] | None = None) -> str:
+    """A Markdown table of mean metrics, with parameters and MACs (per image) where known."""
+    complexity = complexity or {}
+    lines = [
+        "| method | PSNR (dB) | SAM (deg) | ERGAS | RMSE | SSIM | params | GMACs | s / image |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, m in methods.items():
+        c = complexity.get(name, {})
+        params = f"{c['params'] / 1e6:.2f}M" if "params" in c else "-"
+        macs = f"{c['macs'] / 1e9:.1f}" if "macs" in c else "-"
+        lines.append(
+            f"| {name} | {m['psnr']:.2f} | {m['sam']:.3f} | {m['ergas']:.3f} | {m['rmse']:.4g} | {m['ssim']:.4f} "
+            f"| {params} | {macs} | {m.get('seconds', float('nan')):.3f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def format_table(methods: dict[str, dict[str, float]]) -> str:
     """A plain-text table of mean metrics, one row per method."""
     head = f"{'method':<14}{'PSNR dB':>9}{'SAM deg':>9}{'ERGAS':>8}{'RMSE':>10}{'SSIM':>8}{'s/img':>8}"
