@@ -89,6 +89,27 @@ def find_cave_bands(directory: Path) -> list[Path]:
     return [bands[i] for i in range(1, n + 1)]
 
 
+def _bomb_error(path: Path, exc: Exception) -> InputError:
+    """The error for a PNG whose header declares more pixels than Pillow agrees to decode."""
+    return InputError(
+        f"{path} declares an image too large to decode safely ({exc}): a damaged header, or not a band image"
+    )
+
+
+def _band_size(path: Path) -> tuple[int, int]:
+    """(height, width) from a band PNG's header, without decoding the pixels."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except Image.DecompressionBombError as exc:
+        raise _bomb_error(path, exc) from exc
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise InputError(f"{path} is not a readable PNG (damaged or truncated): {exc}") from exc
+    return int(h), int(w)
+
+
 def _read_band(path: Path) -> np.ndarray:
     """One band PNG as a 2-D array of raw values (channel 0 of a multi-channel image)."""
     from PIL import Image, UnidentifiedImageError
@@ -98,6 +119,8 @@ def _read_band(path: Path) -> np.ndarray:
             im.load()
             mode = im.mode
             arr = np.asarray(im)
+    except Image.DecompressionBombError as exc:
+        raise _bomb_error(path, exc) from exc
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise InputError(f"{path} is not a readable PNG (damaged or truncated): {exc}") from exc
     if arr.ndim == 3:
@@ -113,20 +136,20 @@ def read_cave(directory: Path, dtype: np.dtype) -> Cube:
     """Read a CAVE scene directory into a ``(C, H, W)`` cube of raw values.
 
     Raises:
-        InputError: see :func:`find_cave_bands`; unreadable PNGs; bands of different sizes.
+        InputError: see :func:`find_cave_bands`; unreadable PNGs; bands of different sizes; a cube too large
+            for memory (checked from the first PNG's header before any pixel is decoded).
     """
     files = find_cave_bands(directory)
-    first = _read_band(files[0])
-    h, w = first.shape
+    h, w = _band_size(files[0])  # from the header: the whole cube is checked before any pixel is decoded
     check_allocation((len(files), h, w), dtype.itemsize, str(directory))
     data = np.empty((len(files), h, w), dtype=dtype)
-    data[0] = first
-    for i, f in enumerate(files[1:], start=1):
-        band = _read_band(f)
-        if band.shape != (h, w):
+    for i, f in enumerate(files):
+        size = _band_size(f) if i else (h, w)  # the header first: no decoding of a band of the wrong size
+        band = _read_band(f) if size == (h, w) else None
+        if band is None or band.shape != (h, w):
+            bh, bw = size if band is None else band.shape
             raise InputError(
-                f"{f} is {band.shape[0]}x{band.shape[1]} but {files[0].name} is {h}x{w}: "
-                "every band must have the same size"
+                f"{f} is {bh}x{bw} but {files[0].name} is {h}x{w}: every band must have the same size"
             )
         data[i] = band
     wl = CAVE_WAVELENGTHS.copy() if len(files) == CAVE_WAVELENGTHS.size else None

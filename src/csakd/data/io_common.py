@@ -5,14 +5,14 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from csakd.errors import InputError, OutputExistsError
+from csakd.errors import CsakdError, InputError, OutputExistsError
+from csakd.io_utils import check_parent, default_file_mode, new_part_file, write_error
 
 __all__ = [
     "Layout",
@@ -90,7 +90,8 @@ def to_chw(arr: np.ndarray, layout: Literal["chw", "hwc"], dtype: np.dtype, what
 
 
 def check_output_free(paths: list[Path], overwrite: bool) -> None:
-    """Raise OutputExistsError naming the first existing path unless ``overwrite``; refuse directories."""
+    """Raise OutputExistsError naming the first existing path unless ``overwrite``; refuse directories, and
+    paths whose folder cannot exist (a file stands where a folder should be)."""
     for p in paths:
         if p.is_dir():
             raise InputError(f"output path {p} is a directory: expected a file name")
@@ -98,46 +99,52 @@ def check_output_free(paths: list[Path], overwrite: bool) -> None:
             raise OutputExistsError(
                 f"output file {p} already exists: pass --overwrite (overwrite=True) to replace it"
             )
-
-
-def _default_file_mode() -> int:
-    """The mode a newly created file gets under the current umask (mkstemp's files are 0600).
-
-    The umask is read from ``/proc/self/status`` where possible, since setting it to read it back is not
-    thread-safe."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return 0o666 & ~int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
+        check_parent(p)
 
 
 @contextlib.contextmanager
 def atomic_paths(targets: list[Path]) -> Iterator[list[Path]]:
     """Give temporary paths beside ``targets``; on success move each onto its target with ``os.replace``.
 
-    The temporary files sit in the target's directory (so the rename is atomic on one file system) and keep
-    the target's suffix (so libraries that choose a format by suffix still work). On any error every
-    temporary file is removed and no target is touched. Targets are replaced in the order given.
+    The temporary files are hidden, ``.<name>.<random>.part``, in the target's directory (so the rename is
+    atomic on one file system); each is flushed to disk (``fsync``) before its rename. On any error every
+    temporary file is removed and no target is touched. A process killed while writing leaves the targets as
+    they were, plus ``.part`` files that are safe to delete.
+
+    Several targets (an ENVI data file and its header) are replaced in the order given, the last one being
+    the commit point: an existing last target is removed before the first rename, so a kill between the
+    renames leaves the earlier files without it (an incomplete set that readers refuse), never a mix of an
+    old and a new file that would read as one.
+
+    Raises:
+        CsakdError: an OSError while creating, writing or renaming (disk full, permissions...), naming the
+            target; the temporary files are removed first.
     """
     temps: list[Path] = []
+    current = targets[0] if targets else Path()
     try:
         for t in targets:
-            t.parent.mkdir(parents=True, exist_ok=True)
-            fd, name = tempfile.mkstemp(prefix=f".{t.name}.", suffix=f".tmp{t.suffix}", dir=t.parent)
-            os.close(fd)
-            temps.append(Path(name))
+            current = t
+            temps.append(new_part_file(t))
         yield temps
-        mode = _default_file_mode()
+        mode = default_file_mode()
         for tmp, t in zip(temps, targets, strict=True):
+            current = t
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
             with contextlib.suppress(OSError):
                 os.chmod(tmp, mode)
+        if len(targets) > 1:
+            current = targets[-1]
+            with contextlib.suppress(FileNotFoundError):
+                targets[-1].unlink()
+        for tmp, t in zip(temps, targets, strict=True):
+            current = t
             os.replace(tmp, t)
+    except OSError as exc:
+        if isinstance(exc, CsakdError):  # OutputExistsError is an OSError too
+            raise
+        raise write_error(current, exc) from exc
     finally:
         for tmp in temps:
             with contextlib.suppress(FileNotFoundError):

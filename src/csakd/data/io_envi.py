@@ -289,6 +289,8 @@ def read_envi(header_path: Path, data_path: Path, dtype: np.dtype) -> Cube:
         raise InputError(f"{what} could not be mapped: {exc}") from exc
     order = {"bsq": (0, 1, 2), "bil": (1, 0, 2), "bip": (2, 0, 1)}[hdr.interleave]
     data = np.ascontiguousarray(np.transpose(mm, order), dtype=dtype)
+    if not data.flags.writeable:  # still the read-only map of the file: read it into memory
+        data = data.copy()
     del mm
     geo = GeoInfo(nodata=hdr.ignore_value) if hdr.ignore_value is not None else None
     return Cube(data=data, wavelengths=hdr.wavelengths, band_names=hdr.band_names, geo=geo, source=what)

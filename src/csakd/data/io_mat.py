@@ -81,8 +81,19 @@ def read_mat(
 def _read_mat5(path: Path, variable: str | None, layout: Literal["chw", "hwc"], dtype: np.dtype) -> Cube:
     """scipy.io path for MATLAB v4-v7 files."""
     import scipy.io
+    from scipy.io.matlab import matfile_version
+
+    from csakd.data.io_mat_check import check_mat5
 
     what = str(path)
+    try:
+        major, _minor = matfile_version(str(path))
+    except Exception as exc:  # MatReadError / ValueError for what is not a MAT file at all
+        raise InputError(
+            f"{what} is not a readable MATLAB .mat file (damaged, truncated or not MATLAB): {exc}"
+        ) from exc
+    # scipy's compiled v5 reader can crash the process on a damaged file: check the structure first
+    loadable = check_mat5(path, load=set()) if major == 1 else None
     try:
         listing = scipy.io.whosmat(str(path))
     except Exception as exc:  # scipy raises ValueError/TypeError/OSError/MatReadError on damaged files
@@ -97,6 +108,9 @@ def _read_mat5(path: Path, variable: str | None, layout: Literal["chw", "hwc"], 
     extras = [
         n for n, (s, c) in variables.items() if n != name and (is_wavelength_name(n) or n == "band_names")
     ]
+    if loadable is not None:
+        extras = [n for n in extras if loadable.get(n, False)]  # e.g. a struct named band_names is not read
+        check_mat5(path, load={name, *extras})
     try:
         mat = scipy.io.loadmat(str(path), variable_names=[name, *extras], squeeze_me=False)
     except Exception as exc:
@@ -133,21 +147,26 @@ def _read_mat73(path: Path, variable: str | None, layout: Literal["chw", "hwc"],
     with fh:
         datasets: dict[str, Any] = {}
         variables: dict[str, tuple[tuple[int, ...], str]] = {}
-        for key in fh:
-            if key.startswith("#"):
-                continue
-            obj = fh.get(key)
-            if not isinstance(obj, h5py.Dataset):
-                continue
-            mshape = tuple(int(s) for s in obj.shape[::-1])  # MATLAB order
-            cls = obj.attrs.get("MATLAB_class", None)
-            if isinstance(cls, bytes):
-                cls = cls.decode("ascii", "replace")
-            desc = str(cls) if cls else obj.dtype.name
-            if obj.dtype.kind not in "biuf" or "MATLAB_empty" in obj.attrs:
-                desc = f"non-numeric {desc}"  # complex (compound), cell (references), empty: never a cube
-            datasets[key] = obj
-            variables[key] = (mshape, desc)
+        try:  # HDF5 reports damaged links, heaps and attributes as RuntimeError / KeyError / OSError
+            for key in fh:
+                if key.startswith("#"):
+                    continue
+                obj = fh.get(key)
+                if not isinstance(obj, h5py.Dataset):
+                    continue
+                mshape = tuple(int(s) for s in obj.shape[::-1])  # MATLAB order
+                cls = obj.attrs.get("MATLAB_class", None)
+                if isinstance(cls, bytes):
+                    cls = cls.decode("ascii", "replace")
+                desc = str(cls) if cls else obj.dtype.name
+                if obj.dtype.kind not in "biuf" or "MATLAB_empty" in obj.attrs:
+                    desc = f"non-numeric {desc}"  # complex (compound), cell (references), empty: never a cube
+                datasets[key] = obj
+                variables[key] = (mshape, desc)
+        except Exception as exc:
+            raise InputError(
+                f"{what} is not a readable MATLAB v7.3 / HDF5 file (damaged or truncated): {exc}"
+            ) from exc
         name = select_variable(variables, variable, what)
         shape, cls = variables[name]
         _check_candidate(what, name, shape, cls)

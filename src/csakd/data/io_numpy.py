@@ -86,7 +86,10 @@ def read_npy(path: Path, layout: Literal["chw", "hwc"], dtype: np.dtype) -> Cube
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except Exception as exc:
         raise InputError(f"{what} could not be read as .npy: {exc}") from exc
-    return Cube(data=to_chw(np.asarray(arr), layout, dtype, what), source=what)
+    data = to_chw(np.asarray(arr), layout, dtype, what)
+    if not data.flags.writeable:  # still the read-only map of the file: read it into memory
+        data = data.copy()
+    return Cube(data=data, source=what)
 
 
 def read_npz(path: Path, variable: str | None, layout: Literal["chw", "hwc"], dtype: np.dtype) -> Cube:

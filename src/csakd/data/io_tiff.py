@@ -26,10 +26,12 @@ georeferencing (logged).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import warnings
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal
@@ -63,6 +65,54 @@ def import_rasterio() -> ModuleType | None:
     return rasterio
 
 
+class _TifffileProblems(logging.Handler):
+    """Collects what tifffile logs while it parses a file: it reports damage it works around (an IFD past the
+    end of the file, a tag whose value is cut off, a strip count that disagrees with the image size) as log
+    records and carries on with what it could read: fewer pages, default sample formats, no metadata."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.errors: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = " ".join(record.getMessage().split())
+        if record.levelno >= logging.ERROR:
+            self.errors.append(message)
+        else:
+            logger.warning("tifffile: %s", message)
+
+
+@contextlib.contextmanager
+def _refuse_tifffile_damage(what: str) -> Iterator[None]:
+    """Raise InputError (after the block) if tifffile logged an error while parsing or reading ``what``.
+
+    tifffile's records go to this handler only (not to the root logger) for the duration of the block."""
+    tlog = logging.getLogger("tifffile")
+    handler = _TifffileProblems()
+    propagate = tlog.propagate
+    tlog.addHandler(handler)
+    tlog.propagate = False
+    try:
+        yield
+    finally:
+        tlog.removeHandler(handler)
+        tlog.propagate = propagate
+    if handler.errors:
+        more = f" (and {len(handler.errors) - 1} more problem(s))" if len(handler.errors) > 1 else ""
+        raise InputError(
+            f"{what} is a damaged or truncated TIFF: {handler.errors[0][:200]}{more}; expected a complete file"
+        )
+
+
+def _check_extents(what: str, page: Any, size: int) -> None:
+    """Raise InputError if the image data of ``page`` reach beyond the end of the file (``size`` bytes)."""
+    ends = [int(o) + int(n) for o, n in zip(page.dataoffsets, page.databytecounts, strict=False) if n]
+    if ends and max(ends) > size:
+        raise InputError(
+            f"{what} is truncated: its image data run to byte {max(ends)} but the file has {size} bytes"
+        )
+
+
 def read_tiff(path: Path, layout: Literal["auto", "chw", "hwc"], dtype: np.dtype) -> Cube:
     """Read a (Geo)TIFF cube; see the module docstring for the layout and wavelength rules.
 
@@ -75,14 +125,18 @@ def read_tiff(path: Path, layout: Literal["auto", "chw", "hwc"], dtype: np.dtype
     what = str(path)
     if path.stat().st_size == 0:
         raise InputError(f"{what} is empty (0 bytes): expected a TIFF file")
+    size = path.stat().st_size
     try:
-        with tifffile.TiffFile(str(path)) as tf:
+        with _refuse_tifffile_damage(what), tifffile.TiffFile(str(path)) as tf:
             series = tf.series[0]
             shape = tuple(int(s) for s in series.shape)
             n_pages = len(series.pages)
             page = series.keyframe
             planar_separate = int(page.planarconfig) == 2
             samples = int(page.samplesperpixel)
+            _check_extents(what, page, size)
+    except InputError:
+        raise
     except Exception as exc:
         raise InputError(f"{what} is not a readable TIFF file (damaged or truncated): {exc}") from exc
 
@@ -221,7 +275,7 @@ def _read_tifffile(path: Path, layout: Literal["chw", "hwc"], dtype: np.dtype) -
 
     what = str(path)
     try:
-        with tifffile.TiffFile(str(path)) as tf:
+        with _refuse_tifffile_damage(what), tifffile.TiffFile(str(path)) as tf:
             series = tf.series[0]
             shape = tuple(int(s) for s in series.shape)
             check_numeric_dtype(np.dtype(series.dtype), what)

@@ -66,6 +66,10 @@ def _positive_int(value: object, name: str) -> int:
     return int(value)
 
 
+#: The widest Gaussian kernel :func:`gaussian_kernel` builds (4097 x 4097 float64 = 128 MiB).
+MAX_KERNEL_SIZE = 4097
+
+
 def gaussian_kernel(size: int, sigma: float, *, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """An isotropic 2-D Gaussian blur kernel that sums to 1.
 
@@ -83,6 +87,11 @@ def gaussian_kernel(size: int, sigma: float, *, dtype: torch.dtype = torch.float
     size = _positive_int(size, "blur kernel size")
     if size % 2 == 0:
         raise InputError(f"blur kernel size must be odd so that the kernel has a centre pixel, got {size}")
+    if size > MAX_KERNEL_SIZE:
+        raise InputError(
+            f"blur kernel size {size} is larger than {MAX_KERNEL_SIZE}: a {size}x{size} kernel would need "
+            f"{size * size * 8 / 2**30:.1f} GiB and is wider than any image it could blur (a typo?)"
+        )
     if not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma <= 0:
         raise InputError(f"blur sigma must be a positive number of pixels, got {sigma!r}")
     r = size // 2

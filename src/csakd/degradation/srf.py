@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -454,6 +455,8 @@ def read_matrix(path: str | os.PathLike[str], *, what: str = "matrix") -> np.nda
     suffix = p.suffix.lower()
     arrays: dict[str, np.ndarray]
     try:
+        if suffix in (".npy", ".npz"):
+            _check_numpy_headers(p, suffix)
         if suffix == ".npy":
             arrays = {"array": np.load(p, allow_pickle=False)}
         elif suffix == ".npz":
@@ -486,11 +489,41 @@ def read_matrix(path: str | os.PathLike[str], *, what: str = "matrix") -> np.nda
     return np.asarray(arr, dtype=np.float64)
 
 
+def _check_numpy_headers(p: Path, suffix: str) -> None:
+    """Refuse, from the array headers and before loading, ``.npy`` / ``.npz`` arrays that are truncated or
+    declare more than memory could hold (see :func:`csakd.data.cube.check_allocation`)."""
+    import zipfile
+
+    from csakd.data.cube import check_allocation
+    from csakd.data.io_numpy import _read_npy_header
+
+    if suffix == ".npy":
+        with open(p, "rb") as fh:
+            shape, _fortran, dt = _read_npy_header(fh, str(p))
+            offset = fh.tell()
+        check_allocation(shape, max(dt.itemsize, 8), str(p))
+        if p.stat().st_size < offset + math.prod(shape) * dt.itemsize:
+            raise InputError(f"{p} is truncated: its header declares {shape} of {dt}")
+        return
+    with zipfile.ZipFile(p) as zf:
+        for info in zf.infolist():
+            if info.filename.endswith(".npy"):
+                with zf.open(info) as member:
+                    shape, _fortran, dt = _read_npy_header(member, f"{p}:{info.filename}")
+                check_allocation(shape, max(dt.itemsize, 8), f"{p}:{info.filename}")
+
+
 def _read_mat(p: Path) -> dict[str, np.ndarray]:
     import scipy.io
+    from scipy.io.matlab import matfile_version
+
+    from csakd.data.io_mat_check import check_mat5
 
     try:
-        raw = scipy.io.loadmat(p)
+        names = None
+        if matfile_version(str(p))[0] == 1:  # v5: scipy's compiled reader can crash on damaged files
+            names = [n for n, ok in check_mat5(p).items() if ok]
+        raw = scipy.io.loadmat(p, variable_names=names)
         return {k: v for k, v in raw.items() if not k.startswith("__") and isinstance(v, np.ndarray)}
     except NotImplementedError:  # MATLAB v7.3 = HDF5
         import h5py

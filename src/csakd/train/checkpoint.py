@@ -9,10 +9,17 @@ simulate the training MSI, or None), ``degradation``, ``train_config``, ``epoch`
 
 from __future__ import annotations
 
+import functools
+import json
 import os
+import pickle
+import re
+import warnings
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from torch import nn
@@ -20,7 +27,7 @@ from torch import nn
 from csakd.errors import CheckpointError
 from csakd.io_utils import atomic_write
 from csakd.models import DTSNet, ModelConfig, load_reference_model
-from csakd.models.reference import is_reference_state_dict
+from csakd.models.reference import infer_reference_config, is_reference_state_dict
 from csakd.normalization import Normalization
 
 FORMAT = "csakd-checkpoint"
@@ -88,49 +95,204 @@ def model_payload(
     }
 
 
+class _RecordingWriter:
+    """A binary file wrapper that keeps the OSError a write raised: ``torch.save`` reports failed writes
+    (disk full, file too large) as a bare RuntimeError, which this lets :func:`save_payload` undo."""
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self.fh = fh
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.fh.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+
 def save_payload(path: str | os.PathLike[str], payload: dict[str, Any]) -> Path:
-    """Write a checkpoint atomically (a temporary file renamed onto ``path``)."""
-    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    """Write a checkpoint atomically (a temporary ``.part`` file renamed onto ``path``).
+
+    Raises:
+        CsakdError: the write failed (disk full, permissions...), naming ``path``; the old file, if any,
+            is left as it was and no partial file remains under its name.
+    """
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            rec = _RecordingWriter(fh)
+            try:
+                torch.save(payload, rec)  # type: ignore[arg-type]
+            except RuntimeError as exc:
+                if rec.error is not None:
+                    raise rec.error from exc
+                raise
+
+    return atomic_write(path, write)
+
+
+def _one_line(text: object, limit: int = 300) -> str:
+    """``text`` on one line (whitespace runs collapsed), cut to ``limit`` characters."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def _refusal(p: Path, exc: Exception) -> CheckpointError:
+    """A one-line CheckpointError for a file ``torch.load(weights_only=True)`` could not read."""
+    text = _one_line(exc, 10_000)
+    forbidden = re.search(r"GLOBAL ([\w.]+)", text)
+    if forbidden:
+        return CheckpointError(
+            f"cannot load checkpoint {p}: refused: it holds a Python object ({forbidden.group(1)}) that a weights-only "
+            "load does not allow, because building it could run code; csakd reads only tensors and plain "
+            "values (save the weights as a state dict or a csakd checkpoint)"
+        )
+    if isinstance(exc, pickle.UnpicklingError) or "Weights only load failed" in text:
+        detail = re.search(r"WeightsUnpickler error: (.*?)(?: Check the documentation|$)", text)
+        why = f" ({detail.group(1)})" if detail else ""
+        return CheckpointError(
+            f"cannot load checkpoint {p}: not a PyTorch checkpoint that can be read without running code{why}: "
+            "expected a file written by torch.save (damaged, truncated, or another format?)"
+        )
+    first = re.split(r"(?<=\.) ", text, maxsplit=1)[0]
+    return CheckpointError(
+        f"cannot load checkpoint {p} (damaged or truncated?): {type(exc).__name__}: {_one_line(first, 200)}"
+    )
+
+
+def _check_zip_checksums(p: Path) -> None:
+    """Refuse a zip-format checkpoint (what ``torch.save`` writes) whose entries fail their CRC-32 check.
+
+    ``torch.load`` does not verify the checksums, so a corrupted byte would otherwise load as a silently
+    different weight or setting."""
+    if not zipfile.is_zipfile(p):
+        return  # the legacy format, or damage that torch.load reports itself
+    try:
+        with zipfile.ZipFile(p) as zf:
+            bad = zf.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, zlib.error) as exc:
+        raise CheckpointError(f"checkpoint {p} is damaged: its zip structure is broken ({_one_line(exc)})") from exc
+    if bad is not None:
+        raise CheckpointError(
+            f"checkpoint {p} is damaged: the checksum of its entry {bad} does not match the contents "
+            "(a corrupted or partly copied file)"
+        )
 
 
 def read_payload(path: str | os.PathLike[str]) -> Any:
-    """``torch.load`` with ``weights_only=True``: a file that would run code is refused."""
+    """``torch.load`` with ``weights_only=True``: a file that would run code is refused.
+
+    Raises:
+        CheckpointError: (one line) a missing, empty, damaged or truncated file, or one that holds Python
+            objects other than tensors and plain values (which could run code when loaded).
+    """
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"checkpoint {p} does not exist")
     if p.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {p} is empty")
+    _check_zip_checksums(p)
     try:
-        return torch.load(p, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # e.g. about the pickle protocol of foreign files
+            return torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:
+        raise _refusal(p, exc) from exc
+
+
+@functools.lru_cache(maxsize=64)
+def _declared_numel(config_json: str) -> int:
+    """Parameters and buffers of the network of this (JSON) config, counted on the ``meta`` device."""
+    with torch.device("meta"):
+        net = DTSNet(ModelConfig.from_dict(json.loads(config_json)))
+    return sum(t.numel() for t in net.state_dict().values())
+
+
+def check_declared_size(config: ModelConfig, path: str | os.PathLike[str]) -> None:
+    """Refuse a model config whose weights could not be in the checkpoint file, before building it.
+
+    The network is built on PyTorch's ``meta`` device (no memory) to count its parameters and buffers; a
+    checkpoint stores each of them, in at least 2 bytes (bf16), so a config that declares more than the file
+    could hold is damaged or crafted and would only make csakd allocate memory for nothing.
+
+    Raises:
+        CheckpointError: naming the declared size and the file size.
+    """
+    p = Path(path)
+    try:
+        numel = _declared_numel(json.dumps(config.to_dict(), sort_keys=True))
+    except Exception as exc:
+        raise CheckpointError(f"checkpoint {p}: its model config cannot be built: {_one_line(exc)}") from exc
+    size = p.stat().st_size
+    if 2 * numel > size + 4096:
         raise CheckpointError(
-            f"cannot load {p} as a weights-only PyTorch checkpoint ({type(exc).__name__}: {str(exc)[:200]})"
-        ) from exc
+            f"checkpoint {p} declares a model of {numel} parameters ({2 * numel / 2**20:.1f} MiB at the least), "
+            f"but the file holds only {size / 2**20:.1f} MiB: damaged or not a checkpoint of this model"
+        )
+
+
+_DAMAGE = (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError)
 
 
 def load_checkpoint(path: str | os.PathLike[str], *, scale: int = 4) -> LoadedModel:
-    """Load a csakd checkpoint, or a reference implementation's bare state dict (``scale`` then applies)."""
+    """Load a csakd checkpoint, or a reference implementation's bare state dict (``scale`` then applies).
+
+    Nothing in the file is executed (``weights_only=True``), and the model's declared size is checked against
+    the file's before any memory is allocated for it (:func:`check_declared_size`).
+
+    Raises:
+        CheckpointError: (one line) the file is missing, damaged, refused (it would run code), of another
+            format or version, or its fields are not what a checkpoint holds.
+    """
     payload = read_payload(path)
     if isinstance(payload, dict) and payload.get("format") == FORMAT:
         try:
             config = ModelConfig.from_dict(payload["model_config"])
+            check_declared_size(config, path)
             model = DTSNet(config)
             model.load_state_dict(payload["state_dict"])
-        except (KeyError, RuntimeError, ValueError) as exc:
-            raise CheckpointError(f"checkpoint {path} is damaged or of another version: {exc}") from exc
-        return LoadedModel(
-            model=model,
-            role=str(payload.get("role", "student")),
-            normalization=Normalization.from_dict(payload["normalization"]),
-            wavelengths=payload.get("wavelengths"),
-            response=payload.get("response"),
-            degradation=payload.get("degradation"),
-            metadata={k: payload.get(k) for k in ("epoch", "step", "metrics", "train_config")},
-        )
-    if isinstance(payload, dict) and is_reference_state_dict(payload):
-        model = load_reference_model(payload, scale=scale)
-        return LoadedModel(model, model.config.name, Normalization("none"), None, None, None,
-                           {"source": "reference implementation"})
+            normalization = Normalization.from_dict(payload["normalization"])
+            wavelengths = payload.get("wavelengths")
+            if wavelengths is not None:
+                wavelengths = [float(w) for w in wavelengths]
+                if len(wavelengths) != config.bands:
+                    raise ValueError(f"{len(wavelengths)} wavelengths for {config.bands} bands")
+            for key in ("response", "degradation"):
+                if payload.get(key) is not None and not isinstance(payload[key], dict):
+                    raise TypeError(f"{key} is a {type(payload[key]).__name__}, expected a dict or None")
+            return LoadedModel(
+                model=model,
+                role=str(payload.get("role", "student")),
+                normalization=normalization,
+                wavelengths=wavelengths,
+                response=payload.get("response"),
+                degradation=payload.get("degradation"),
+                metadata={k: payload.get(k) for k in ("epoch", "step", "metrics", "train_config")},
+            )
+        except CheckpointError:
+            raise
+        except _DAMAGE as exc:
+            raise CheckpointError(
+                f"checkpoint {path} is damaged or of another version: {type(exc).__name__}: {_one_line(exc)}"
+            ) from exc
+    try:
+        if isinstance(payload, dict) and is_reference_state_dict(payload):
+            config = infer_reference_config(payload, scale=scale)
+            check_declared_size(config, path)
+            model = load_reference_model(payload, scale=scale, config=config)
+            return LoadedModel(model, model.config.name, Normalization("none"), None, None, None,
+                               {"source": "reference implementation"})
+    except CheckpointError:
+        raise
+    except _DAMAGE as exc:
+        raise CheckpointError(
+            f"checkpoint {path} looks like a CSAKD reference state dict but is damaged: "
+            f"{type(exc).__name__}: {_one_line(exc)}"
+        ) from exc
     raise CheckpointError(f"{path} is neither a csakd checkpoint nor a CSAKD reference state dict")
 
 

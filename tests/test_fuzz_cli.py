@@ -1,0 +1,427 @@
+"""The command line with bad arguments and bad files: exit code 2, one ``csakd: error: ...`` line, no traceback,
+and no output written.
+
+Every case runs ``csakd.cli.main`` in this process inside :func:`tests.conftest.fuzz_case` (counted in the
+"fuzz: N cases tried" summary, with a time limit). A case passes when the command either succeeds and leaves
+complete outputs, or exits with code 2 after printing exactly one error line and leaves no output at all.
+Cases marked ``xfail(strict=True)`` are known bugs outside the files this suite's author could change: each
+names the fix; once it is made the case passes and strict xfail fails until the mark is removed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import struct
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import scipy.io
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from csakd.cli import main
+from csakd.data import Cube, read_cube, write_cube
+from csakd.degradation import DegradationConfig, SpectralResponse
+from csakd.models import create_model
+from csakd.normalization import Normalization
+from csakd.train.checkpoint import model_payload, save_payload
+from tests.conftest import fuzz_case
+
+BANDS, MSI, SIZE = 6, 3, 16
+# capsys is read after every run (run_cli), so sharing it between the examples of one test is safe
+CLI_FUZZ = settings(max_examples=20, deadline=None, derandomize=True, database=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture])
+WAVELENGTHS = np.linspace(420.0, 680.0, BANDS)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Tiny networks run faster on one thread, and a loaded 2-core machine makes two threads crawl."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def smooth_cube(seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE] / SIZE
+    maps = [np.sin(2 * np.pi * (a * xx + b * yy) + c) for a, b, c in rng.random((3, 3)) * 3]
+    spectra = rng.random((3, BANDS)) + 0.2
+    cube = sum(0.5 * (1 + m)[None] * s[:, None, None] for m, s in zip(maps, spectra, strict=True))
+    return (cube / cube.max()).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Valid inputs: a cube folder, an SRF, a tiny checkpoint that carries its degradation, an LR/MSI pair."""
+    root = tmp_path_factory.mktemp("cli")
+    (root / "cubes").mkdir()
+    for i in range(2):
+        write_cube(root / "cubes" / f"s{i}.npz", Cube(smooth_cube(i), wavelengths=WAVELENGTHS))
+    grid = np.arange(400, 701, 10)
+    curves = [np.exp(-0.5 * ((grid - c) / 30) ** 2) for c in (460, 550, 620)]
+    (root / "srf.csv").write_text("wavelength_nm,B,G,R\n" + "\n".join(
+        f"{g},{curves[0][i]:.6f},{curves[1][i]:.6f},{curves[2][i]:.6f}" for i, g in enumerate(grid)))
+    response = SpectralResponse.from_matrix(np.random.default_rng(0).random((MSI, BANDS)))
+    model = create_model("student", bands=BANDS, msi_bands=MSI, nf=8, gc=4, blocks=(1, 1, 1, 1))
+    save_payload(root / "m.pt", model_payload(
+        model, role="student", normalization=Normalization("per_image"), wavelengths=list(WAVELENGTHS),
+        response=response.to_dict(), degradation=DegradationConfig(scale=4, blur_size=3, blur_sigma=1.0).to_dict()))
+    rng = np.random.default_rng(1)
+    np.save(root / "lr.npy", rng.random((BANDS, SIZE // 4, SIZE // 4), dtype=np.float32))
+    write_cube(root / "msi.tif", Cube(rng.random((MSI, SIZE, SIZE), dtype=np.float32)))
+    np.save(root / "hr.npy", smooth_cube(5))
+    (root / "wl.txt").write_text("\n".join(str(v) for v in WAVELENGTHS))
+    (root / "wl5.txt").write_text("\n".join(str(v) for v in WAVELENGTHS[:5]))
+    nan = rng.random((BANDS, SIZE // 4, SIZE // 4), dtype=np.float32)
+    nan[1, 2, 3] = np.nan
+    np.save(root / "lr_nan.npy", nan)
+    np.save(root / "msi_30x32.npy", rng.random((MSI, 30, 32), dtype=np.float32))
+    np.save(root / "msi_8x8.npy", rng.random((MSI, 8, 8), dtype=np.float32))
+    np.save(root / "msi_4bands.npy", rng.random((4, SIZE, SIZE), dtype=np.float32))
+    np.save(root / "psf_nan.npy", np.full((3, 3), np.nan))
+    header = "{'descr': '<f8', 'fortran_order': False, 'shape': (1000000, 1000000), }"
+    header += " " * (63 - (10 + len(header)) % 64) + "\n"
+    (root / "psf_huge.npy").write_bytes(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode())
+    scipy.io.savemat(root / "psf_crash.mat", {"psf": np.ones((3, 3)) / 9}, do_compression=False)
+    raw = bytearray((root / "psf_crash.mat").read_bytes())
+    raw[raw.find(struct.pack("<II", 9, 72))] = 0x47  # an invalid data type code: scipy's reader segfaults on it
+    (root / "psf_crash.mat").write_bytes(bytes(raw))
+    (root / "junk.pt").write_bytes(b"garbage" * 10)
+    (root / "empty").write_bytes(b"")
+    return {p.name: p for p in root.iterdir()} | {"root": root}
+
+
+def _fresh(root: Path) -> Path:
+    return Path(tempfile.mkdtemp(dir=root))
+
+
+ERROR_LINE = re.compile(r"^csakd(?: [a-z]+)?: error: ")
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], argv: Sequence[str]) -> tuple[int, str, bool]:
+    """(exit code, stderr, whether argparse refused the arguments) of ``csakd ARGV``; other exceptions
+    propagate: they are what a user would see as a traceback."""
+    try:
+        code = main(list(argv))
+        parse_error = False
+    except SystemExit as exc:  # argparse: usage line, then "csakd CMD: error: ..."
+        code, parse_error = int(exc.code or 0), True
+    return code, capsys.readouterr().err, parse_error
+
+
+def check_refused(code: int, err: str, parse_error: bool, outputs: Sequence[Path], match: str | None = None) -> str:
+    """Exit code 2, exactly one error line (``csakd: error:`` for csakd's own errors), no traceback, and none
+    of ``outputs`` written. Returns the error line."""
+    assert code == 2, f"exit code {code}, stderr: {err[-500:]}"
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if ERROR_LINE.match(line)]
+    assert len(lines) == 1, f"expected one error line, got: {err!r}"
+    if not parse_error:
+        assert lines[0].startswith("csakd: error: "), lines[0]
+    if match:
+        assert re.search(match, lines[0]), lines[0]
+    for p in outputs:
+        assert not p.exists(), f"{p} was written although the command failed"
+        assert not [q for q in p.parent.glob(f".{p.name}*")], f"temporary files of {p} were left"
+    return lines[0]
+
+
+def known_bug(reason: str) -> Any:
+    return pytest.mark.xfail(strict=True, reason=reason)
+
+
+# ------------------------------------------------------------------------------------------ explicit bad arguments
+def _sim(f: dict[str, Path], out: Path, *extra: str, hr: str = "hr.npy") -> tuple[list[str], list[Path]]:
+    outs = [out / "lr.npy", out / "msi.npy"]
+    return ["simulate", "--hr-hsi", str(f[hr]), "--srf", str(f["srf.csv"]), "--wavelengths", str(f["wl.txt"]),
+            "--out-lr", str(outs[0]), "--out-msi", str(outs[1]), *extra], outs
+
+
+def _fuse(f: dict[str, Path], out: Path, *extra: str, lr: str = "lr.npy", msi: str = "msi.tif",
+          ckpt: str = "m.pt", name: str = "fused.tif") -> tuple[list[str], list[Path]]:
+    return ["fuse", "--lr-hsi", str(f[lr]), "--hr-msi", str(f[msi]), "--checkpoint", str(f[ckpt]), "--out",
+            str(out / name), "--device", "cpu", *extra], [out / name]
+
+
+def _train(f: dict[str, Path], out: Path, *extra: str) -> tuple[list[str], list[Path]]:
+    return ["train", "--data", str(f["cubes"]), "--srf", str(f["srf.csv"]), "--out", str(out / "run"), "--epochs",
+            "1", "--batch-size", "1", "--crop", "8", "--nf", "8", "--gc", "4", "--teacher-blocks", "1,1,1,1",
+            "--student-blocks", "1,1,1,1", "--device", "cpu", "--quiet", "--blur-size", "3", "--blur-sigma", "1",
+            *extra], [out / "run"]
+
+
+def _eval(f: dict[str, Path], out: Path, *extra: str) -> tuple[list[str], list[Path]]:
+    return ["eval", "--checkpoint", str(f["m.pt"]), "--data", str(f["cubes"]), "--device", "cpu", "--figures", "0",
+            "--out", str(out / "eval"), *extra], [out / "eval"]
+
+
+def _info(f: dict[str, Path], out: Path, *extra: str) -> tuple[list[str], list[Path]]:
+    return ["info", *extra, "--json", str(out / "info.json")], [out / "info.json"]
+
+
+CASES: list[Any] = [
+    # simulate: degradation settings, crops, spectral responses, wavelengths, formats
+    ("simulate", ("--scale", "-2"), "scale must be a positive integer"),
+    ("simulate", ("--scale", "abc"), "invalid int value"),
+    ("simulate", ("--blur-size", "4"), "blur_size must be a positive odd integer"),
+    ("simulate", ("--blur-size", "999"), "too small for reflect padding"),
+    ("simulate", ("--blur-sigma", "nan"), "blur_sigma must be a positive number"),
+    ("simulate", ("--blur-sigma", "-1"), "blur_sigma"),
+    ("simulate", ("--phase", "4"), r"phase must be an integer in \[0, scale=4\)"),
+    ("simulate", ("--hsi-snr", "nan"), "hsi_snr_db must be a finite number"),
+    ("simulate", ("--msi-snr", "inf"), "msi_snr_db must be a finite number"),
+    ("simulate", ("--shift", "99"), r"shift of \(99, 99\) pixels is not smaller"),
+    ("simulate", ("--crop", "6"), "not a multiple of the scale 4"),
+    ("simulate", ("--crop", "10000"), "smaller than the centre crop 10000"),
+    ("simulate", ("--psf", "PSF_NAN"), "NaN or infinite"),
+    ("simulate", ("--psf", "NOWHERE"), "not found"),
+    ("simulate", ("--psf", "PSF_HUGE"), r"would need 7\.3 TiB"),
+    ("simulate", ("--psf", "PSF_CRASH"), "not a valid MATLAB v5 file .* data type 71"),
+    ("simulate", ("--blur-size", "30001"), "larger than 4097"),
+    ("simulate", ("--srf", "colour:No Such Camera"), "unknown colour-science camera"),
+    ("simulate", ("--srf", "JUNK"), "unsupported suffix"),
+    ("simulate", ("--wavelengths", "WL5"), "5 wavelengths were given for an HSI of 6 bands"),
+    ("simulate", ("--wavelengths", "EMPTY"), "holds no values"),
+    ("simulate", ("--layout", "hwc"), "wavelengths were given for an HSI of 16 bands"),
+    ("simulate", ("--layout", "sideways"), "invalid choice"),
+    pytest.param("simulate", ("--scale", "0"), "scale", marks=known_bug(
+        "ZeroDivisionError in csakd.train.data.center_crop (called by cmd_simulate before the degradation config is "
+        "validated): check scale >= 1 (and crop size >= 1) there, or validate DegradationConfig first")),
+    # fuse: inputs that do not fit each other or the checkpoint, devices, outputs
+    ("fuse", {"msi": "msi_30x32.npy"}, "hr_msi is 30x32 but lr_hsi is 4x4"),
+    ("fuse", {"msi": "msi_8x8.npy"}, "a ratio of 2, but the model fuses at x4"),
+    ("fuse", {"msi": "msi_4bands.npy"}, r"4 MSI bands \(the checkpoint expects 3\)"),
+    ("fuse", {"lr": "lr_nan.npy"}, r"lr_hsi .*1 non-finite value\(s\) \(1 NaN, 0 Inf\)"),
+    ("fuse", {"ckpt": "junk.pt"}, "not a PyTorch checkpoint"),
+    ("fuse", {"ckpt": "empty"}, "is empty"),
+    ("fuse", {"ckpt": "cubes"}, "does not exist"),
+    ("fuse", {"lr": "empty"}, "unknown"),
+    ("fuse", {"name": "fused.xyz"}, r"cannot write '\.xyz' files"),
+    ("fuse", {"name": "hr.npy/fused.npy"}, "is a file, not a folder"),
+    ("fuse", ("--device", "tpu"), "device 'tpu'"),
+    ("fuse", ("--device", "cuda:7"), "CUDA is not available|cuda"),
+    # info
+    ("info", ("--preset", "student", "--bands", "0"), "bands=0: expected a positive integer"),
+    ("info", ("--preset", "giant"), "unknown model preset 'giant'"),
+    ("info", ("--checkpoint", "JUNK"), "not a PyTorch checkpoint"),
+    ("info", (), "needs --preset NAME or --checkpoint FILE"),
+    pytest.param("info", ("--preset", "student", "--size", "0"), "size", marks=known_bug(
+        "ZeroDivisionError in models.complexity.count_macs: cmd_info should require --size to be a positive "
+        "multiple of the scale (InputError)")),
+    pytest.param("info", ("--preset", "student", "--size", "7"), "size", marks=known_bug(
+        "ValueError from count_macs ('size 7x7 is not divisible by the scale 4') is not an InputError")),
+    pytest.param("info", ("--preset", "student", "--bands", "100000000"), "bands", marks=known_bug(
+        "cmd_info builds the network for real (a 309 GB allocation attempt, RuntimeError): count parameters on the "
+        "meta device (torch.device('meta')), as csakd.train.checkpoint.check_declared_size does")),
+    # train: settings refused before any work; the run folder is never created
+    ("train", ("--epochs", "0"), "epochs=0: expected a positive integer"),
+    ("train", ("--crop", "6"), "crop 6 must be a positive multiple of the scale 4"),
+    ("train", ("--crop", "1000"), "smaller than the crop 1000"),
+    ("train", ("--normalize", "abc"), "--normalize 'abc': expected max, none or a number"),
+    ("train", ("--nf", "0"), "nf=0: expected a positive integer"),
+    ("train", ("--teacher-blocks", "1,2"), "expected four non-negative counts"),
+    ("train", ("--max-minutes", "-1"), "max_minutes=-1.0"),
+    ("train", ("--device", "tpu"), "device 'tpu'"),
+    ("train", ("--mode", "offline"), "needs a trained teacher"),
+    ("train", ("--mode", "offline", "--teacher-checkpoint", "JUNK"), "not a PyTorch checkpoint"),
+    ("train", ("--center-crop", "6"), "not a multiple of the scale 4"),
+    ("train", ("--resume",), "no training state"),
+    pytest.param("train", ("--train-snr", "nan"), "SNR must be a finite number", marks=known_bug(
+        "refused only at the first training step, after the run folder and config.yaml are written: "
+        "TrainConfig.validate should require a finite train_snr_db")),
+    ("train", ("--w-sam", "-1"), "loss weight sam must be >= 0"),
+    ("train", ("--val-data", "NOWHERE"), "does not exist"),
+    pytest.param("train", ("--val-fraction", "-1"), "val", marks=known_bug(
+        "KeyError 'psnr' in cmd_train after training without a validation set: validate 0 <= --val-fraction < 1 "
+        "(finite) up front, and print the summary only for roles with metrics")),
+    pytest.param("train", ("--val-fraction", "nan"), "val", marks=known_bug(
+        "ValueError (NaN to integer) in csakd.train.data.split_files: validate --val-fraction up front")),
+    pytest.param("train", ("--lr-teacher", "nan"), "lr", marks=known_bug(
+        "torch ValueError 'Invalid learning rate': TrainConfig.validate should require finite positive rates")),
+    pytest.param("train", ("--weight-decay", "-1"), "weight", marks=known_bug(
+        "torch ValueError: TrainConfig.validate should require weight_decay >= 0")),
+    pytest.param("train", ("--workers", "-1"), "workers", marks=known_bug(
+        "DataLoader ValueError: TrainConfig.validate should require num_workers >= 0")),
+    pytest.param("train", ("--center-crop", "0"), "crop", marks=known_bug(
+        "numpy ValueError (zero-size array) in csakd.train.data.load_hr_cubes: center_crop should refuse sizes < 1")),
+    pytest.param("train", ("--grad-clip", "-1"), "clip", marks=known_bug(
+        "a negative --grad-clip trains (exit 0) with every gradient multiplied by a negative factor (gradient "
+        "ascent): TrainConfig.validate should require grad_clip > 0")),
+    # eval
+    ("eval", ("--center-crop", "1000"), "smaller than the centre crop 1000"),
+    ("eval", ("--snr", "nan"), "SNR must be a finite number"),
+    ("eval", ("--device", "tpu"), "device 'tpu'"),
+    ("eval", ("--scale", "3", "--srf", "SRF"), r"scale 3 \(the checkpoint was trained at x4\)"),
+]
+
+
+def _case_id(case: Any) -> str:
+    values = case.values if hasattr(case, "values") else case
+    extra = values[1]
+    return f"{values[0]}-" + ("-".join(extra) if isinstance(extra, tuple) else "-".join(f"{k}={v}" for k, v in
+                                                                                      extra.items()))
+
+
+@pytest.mark.parametrize(("command", "extra", "message"), CASES, ids=[_case_id(c) for c in CASES])
+def test_bad_arguments_and_files_end_in_one_error_line_and_no_output(
+    command: str, extra: Any, message: str, files: dict[str, Path], capsys: pytest.CaptureFixture[str],
+    request: pytest.FixtureRequest,
+) -> None:
+    out = _fresh(files["root"])
+    names = {"PSF_NAN": files["psf_nan.npy"], "PSF_HUGE": files["psf_huge.npy"], "PSF_CRASH": files["psf_crash.mat"],
+             "NOWHERE": files["root"] / "nowhere", "JUNK": files["junk.pt"],
+             "WL5": files["wl5.txt"], "EMPTY": files["empty"], "SRF": files["srf.csv"]}
+    if isinstance(extra, dict):
+        resolved = dict(extra)
+        if "name" in resolved and "/" in resolved["name"]:  # a file standing where a folder should be
+            shutil.copy(files["hr.npy"], out / resolved["name"].split("/")[0])
+        argv, outputs = _fuse(files, out, **resolved)
+    else:
+        args = tuple(str(names.get(a, a)) for a in extra)
+        argv, outputs = {"simulate": _sim, "fuse": _fuse, "train": _train, "eval": _eval, "info": _info}[command](
+            files, out, *args)
+    is_known = request.node.get_closest_marker("xfail") is not None
+    with fuzz_case(" ".join([command, *map(str, extra)]), max_bytes=None, known_bug=is_known):
+        code, err, parse_error = run_cli(capsys, argv)
+        check_refused(code, err, parse_error, outputs, message)
+
+
+# ------------------------------------------------------------------------------------------ damaged input files
+def _damage(content: bytes, data: st.DataObject) -> tuple[bytes, str]:
+    if data.draw(st.booleans(), label="truncate"):
+        cut = data.draw(st.integers(0, len(content) - 1), label="cut")
+        return content[:cut], f"truncated to {cut}"
+    b = bytearray(content)
+    where = st.integers(0, min(len(b), 512) - 1) | st.integers(0, len(b) - 1)
+    flips = data.draw(st.lists(st.tuples(where, st.integers(0, 7)), min_size=1, max_size=3), label="flips")
+    for i, bit in flips:
+        b[i] ^= 1 << bit
+    return bytes(b), f"flipped at {flips}"
+
+
+@CLI_FUZZ
+@given(data=st.data())
+def test_fuse_with_a_damaged_input_succeeds_completely_or_fails_cleanly(
+    data: st.DataObject, files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    which = data.draw(st.sampled_from(["lr.npy", "msi.tif", "m.pt"]), label="file")
+    content, how = _damage(files[which].read_bytes(), data)
+    out = _fresh(files["root"])
+    (out / which).write_bytes(content)
+    local = dict(files) | {which: out / which}
+    argv, outputs = _fuse(local, out, name=data.draw(st.sampled_from(["f.npy", "f.hdr", "f.tif"]), label="out"))
+    with fuzz_case(f"fuse with {which} {how}", max_bytes=None):
+        code, err, parse_error = run_cli(capsys, argv)
+        if code == 0:
+            assert read_cube(outputs[0]).data.shape == (BANDS, SIZE, SIZE)
+        else:
+            check_refused(code, err, parse_error, outputs)
+
+
+@CLI_FUZZ
+@given(data=st.data())
+def test_simulate_with_a_damaged_input_succeeds_completely_or_fails_cleanly(
+    data: st.DataObject, files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    suffix = data.draw(st.sampled_from([".npz", ".mat", ".tif", ".hdr"]), label="format")
+    src = files["root"] / f"hr{suffix}"
+    if not src.exists():
+        write_cube(src, Cube(smooth_cube(5), wavelengths=WAVELENGTHS))
+    out = _fresh(files["root"])
+    mutable = src.with_suffix(".img") if suffix == ".hdr" else src
+    content, how = _damage(mutable.read_bytes(), data)
+    for p in (src, src.with_suffix(".img")) if suffix == ".hdr" else (src,):
+        shutil.copy(p, out / p.name)
+    (out / mutable.name).write_bytes(content)
+    argv, outputs = _sim(files | {"x": out / src.name}, out, hr="x")
+    with fuzz_case(f"simulate from {suffix} {how}", max_bytes=None):
+        code, err, parse_error = run_cli(capsys, argv)
+        if code == 0:
+            assert read_cube(outputs[0]).data.shape == (BANDS, SIZE // 4, SIZE // 4)
+            assert read_cube(outputs[1]).data.shape == (MSI, SIZE, SIZE)
+        else:
+            check_refused(code, err, parse_error, outputs)
+
+
+_BAD_VALUES = ["-3", "0.5", "nan", "inf", "-inf", "1e400", "", "x", "9999999999", "--", "-1e-9"]
+_SIMULATE_OPTIONS = ["--blur-size", "--blur-sigma", "--phase", "--hsi-snr", "--msi-snr", "--shift", "--crop", "--seed",
+                     "--layout", "--variable"]
+
+
+@CLI_FUZZ
+@given(option=st.sampled_from(_SIMULATE_OPTIONS), value=st.sampled_from(_BAD_VALUES) | st.text(max_size=6))
+def test_simulate_with_odd_option_values_succeeds_or_fails_cleanly(
+    option: str, value: str, files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = _fresh(files["root"])
+    argv, outputs = _sim(files, out, f"{option}={value}")
+    with fuzz_case(f"simulate {option}={value!r}", max_bytes=None):
+        code, err, parse_error = run_cli(capsys, argv)
+        if code == 0:
+            assert all(read_cube(p).data.ndim == 3 for p in outputs)
+        else:
+            check_refused(code, err, parse_error, outputs)
+
+
+# ------------------------------------------------------------------------------------------ untrusted checkpoints
+class _Touch:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("command", ["fuse", "info", "eval", "train"])
+def test_a_checkpoint_that_would_run_code_is_refused_by_every_command(
+    command: str, files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = _fresh(files["root"])
+    marker = out / "pwned"
+    torch.save({"state_dict": _Touch(marker)}, out / "evil.pt")
+    local = files | {"evil.pt": out / "evil.pt"}
+    argv, outputs = {
+        "fuse": lambda: _fuse(local, out, ckpt="evil.pt"),
+        "info": lambda: _info(local, out, "--checkpoint", str(out / "evil.pt")),
+        "eval": lambda: (["eval", "--checkpoint", str(out / "evil.pt"), "--data", str(files["cubes"]), "--out",
+                          str(out / "eval")], [out / "eval"]),
+        "train": lambda: _train(local, out, "--mode", "offline", "--teacher-checkpoint", str(out / "evil.pt")),
+    }[command]()
+    with fuzz_case(f"{command} with a code-running checkpoint", max_bytes=None):
+        code, err, parse_error = run_cli(capsys, argv)
+        check_refused(code, err, parse_error, outputs, r"refused: it holds a Python object \(posix\.system\)")
+    assert not marker.exists()
+
+
+# ------------------------------------------------------------------------------------------ existing outputs
+def test_existing_outputs_are_never_overwritten_without_overwrite(files: dict[str, Path],
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    out = _fresh(files["root"])
+    argv, (lr, msi) = _sim(files, out)
+    msi.write_bytes(b"precious")  # only the second output exists: nothing at all may be written
+    with fuzz_case("simulate onto an existing --out-msi", max_bytes=None):
+        code, err, parse_error = run_cli(capsys, argv)
+        assert code == 2 and "--overwrite" in err and not parse_error
+        assert msi.read_bytes() == b"precious" and not lr.exists()
+    with fuzz_case("simulate --overwrite", max_bytes=None):
+        code, err, _ = run_cli(capsys, [*argv, "--overwrite"])
+        assert code == 0, err
+        assert read_cube(msi).data.shape == (MSI, SIZE, SIZE) and read_cube(lr).data.shape[0] == BANDS
+
+    run = out / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("mine")
+    argv, _ = _train(files, out)
+    with fuzz_case("train into a non-empty folder", max_bytes=None):
+        code, err, _ = run_cli(capsys, argv)
+        check_refused(code, err, False, [], "not empty: pass --resume")
+    assert sorted(p.name for p in run.iterdir()) == ["notes.txt"] and (run / "notes.txt").read_text() == "mine"
