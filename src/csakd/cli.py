@@ -153,6 +153,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     weights = LossWeights(**{k: float(v) for k, v in given.items() if v is not None})
     cfg = apply_recipe(TrainConfig(**values, losses=weights), explicit)
     cfg.validate()
+    if not (0 <= args.val_fraction < 1):
+        raise InputError(f"--val-fraction {args.val_fraction}: expected a number in [0, 1)")
     run_dir = Path(args.out)
     if run_dir.exists() and any(run_dir.iterdir()) and not (args.resume or args.overwrite):
         raise InputError(f"run folder {run_dir} is not empty: pass --resume to continue it, or another --out")
@@ -227,6 +229,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     write_json(run_dir / "summary.json", summary)
     for role, m in summary["best"].items():
+        if "psnr" not in m:
+            continue
         print(f"best {role}: epoch {m['epoch']}, PSNR {m['psnr']:.2f} dB, SAM {m['sam']:.3f} deg "
               f"-> {run_dir / (role + '.pt')}")
     if args.test_data:
@@ -269,6 +273,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from csakd.io_utils import check_writable
 
         check_writable(args.json, overwrite=True)
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise InputError(f"--out {args.out} is a file: expected a folder for the metrics and figures")
     checkpoints = args.checkpoint or []
     if not checkpoints and not args.method:
         raise InputError("nothing to evaluate: give --checkpoint FILE and/or --method NAME")
@@ -394,7 +400,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------- info
 def cmd_info(args: argparse.Namespace) -> int:
-    from csakd.models import DTSNet, count_macs, count_params, preset_config
+    from csakd.models import count_config_params, count_macs, count_params, preset_config
 
     if args.checkpoint:
         from csakd.train.checkpoint import load_checkpoint
@@ -413,7 +419,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         overrides: dict[str, Any] = {"bands": args.bands, "msi_bands": args.msi_bands, "scale": args.scale or 4}
         cfg = preset_config(args.preset, paper=args.paper, **overrides)
         info = {"preset": args.preset, "bands": cfg.bands, "msi_bands": cfg.msi_bands, "scale": cfg.scale,
-                "size": args.size, "params": count_params(DTSNet(cfg)), "macs": count_macs(cfg, args.size),
+                "size": args.size, "params": count_config_params(cfg), "macs": count_macs(cfg, args.size),
                 "config": cfg.to_dict()}
     if args.json:
         _json_out(args.json, info)

@@ -6,8 +6,15 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from csakd.errors import InputError
 from csakd.models.config import ModelConfig
 from csakd.models.dts import DTSNet
+
+
+def count_config_params(config: ModelConfig) -> int:
+    """Parameters of the network ``config`` describes, counted on the ``meta`` device (nothing allocated)."""
+    with torch.device("meta"):
+        return count_params(DTSNet(config))
 
 
 def count_params(model: nn.Module) -> int:
@@ -23,8 +30,8 @@ def count_macs(config: ModelConfig, size: int | tuple[int, int] = 256, batch: in
     counted, as in the paper's (thop-style) figures.
     """
     h, w = (size, size) if isinstance(size, int) else size
-    if h % config.scale or w % config.scale:
-        raise ValueError(f"size {h}x{w} is not divisible by the scale {config.scale}")
+    if h < 1 or w < 1 or h % config.scale or w % config.scale:
+        raise InputError(f"size {h}x{w}: expected a positive multiple of the scale {config.scale}")
     with torch.device("meta"):
         model = DTSNet(config)
         lr = torch.zeros(batch, config.bands, h // config.scale, w // config.scale)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
@@ -78,7 +79,21 @@ class TrainConfig:
         for key in ("epochs", "batch_size", "crop", "val_every"):
             if int(getattr(self, key)) < 1:
                 raise InputError(f"{key}={getattr(self, key)}: expected a positive integer")
-        if self.max_minutes is not None and self.max_minutes <= 0:
+        for key in ("lr_teacher", "lr_student"):
+            v = getattr(self, key)
+            if not (math.isfinite(v) and v > 0):
+                raise InputError(f"{key}={v}: expected a finite positive learning rate")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise InputError(f"weight_decay={self.weight_decay}: expected a finite number >= 0")
+        if self.num_workers < 0:
+            raise InputError(f"num_workers={self.num_workers}: expected 0 or more")
+        if self.train_snr_db is not None and not math.isfinite(self.train_snr_db):
+            raise InputError(f"training SNR must be a finite number of dB, got {self.train_snr_db}")
+        if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
+            raise InputError(f"grad_clip={self.grad_clip}: expected a finite positive gradient norm")
+        if self.max_shift < 0:
+            raise InputError(f"max_shift={self.max_shift}: expected 0 or more LR pixels")
+        if self.max_minutes is not None and not (math.isfinite(self.max_minutes) and self.max_minutes > 0):
             raise InputError(f"max_minutes={self.max_minutes}: expected a positive number of minutes")
         if self.mode == "offline" and not self.teacher_checkpoint:
             raise InputError("offline distillation needs a trained teacher: pass --teacher-checkpoint FILE")

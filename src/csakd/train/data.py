@@ -61,6 +61,8 @@ def list_cube_files(folder: str | Path) -> list[Path]:
 
 def split_files(files: Sequence[Path], val_fraction: float) -> tuple[list[Path], list[Path]]:
     """Deterministic split: sorted by name, every k-th file (k = round(1 / val_fraction)) is validation."""
+    if not (0 <= val_fraction < 1):
+        raise InputError(f"validation fraction {val_fraction}: expected a number in [0, 1)")
     files = sorted(files, key=lambda p: p.name)
     if val_fraction <= 0 or len(files) < 2:
         return list(files), []
@@ -74,6 +76,10 @@ def split_files(files: Sequence[Path], val_fraction: float) -> tuple[list[Path],
 
 def center_crop(x: np.ndarray, size: int | None, multiple: int) -> np.ndarray:
     """The central ``size`` x ``size`` crop (or the largest one whose sides are multiples of ``multiple``)."""
+    if multiple < 1:
+        raise InputError(f"scale must be a positive integer, got {multiple}")
+    if size is not None and size < 1:
+        raise InputError(f"centre crop {size}: expected a positive number of pixels")
     h, w = x.shape[-2:]
     if size is not None:
         if h < size or w < size:
