@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from csakd.degradation import add_noise
 from csakd.errors import CsakdError, InputError
+from csakd.io_utils import write_json
 from csakd.losses import student_loss, teacher_loss
 from csakd.metrics import compute_metrics, summarize
 from csakd.models import DTSNet, ModelConfig
@@ -522,8 +523,7 @@ class Trainer:
                 if not self.dist.is_main:
                     continue
                 save_payload(self.run_dir / f"{role}.pt", self._payload(role, net, m))
-                with open(self.run_dir / f"{role}_metrics.json", "w") as fh:
-                    json.dump({"epoch": self.epoch, "step": self.step, **m}, fh, indent=2)
+                write_json(self.run_dir / f"{role}_metrics.json", {"epoch": self.epoch, "step": self.step, **m})
 
     def best_metrics(self) -> dict[str, dict[str, float]]:
         out = {}
