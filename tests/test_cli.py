@@ -104,6 +104,13 @@ def test_simulate_train_eval_fuse(capsys, tmp_path, cube_folder) -> None:
         net, _ = ckpt.model(torch.from_numpy(lr / peak)[None] * 2 - 1, torch.from_numpy(msi / peak)[None] * 2 - 1)
     np.testing.assert_allclose(fused.data, ((net[0] + 1) / 2 * peak).numpy(), atol=1e-5)
 
+    # tiled fusion through the CLI: with the default overlap (the receptive field) it equals the single pass
+    tiled_path = tmp_path / "fused_tiled.npy"
+    code, _, err = run(capsys, "fuse", "--lr-hsi", str(lr_path), "--hr-msi", str(msi_path), "--checkpoint",
+                       str(run_dir / "student.pt"), "--out", str(tiled_path), "--tile", "16")
+    assert code == 0, err
+    np.testing.assert_allclose(np.load(tiled_path), fused.data, atol=1e-4)
+
     # an existing output is never overwritten without --overwrite
     before = out_path.read_bytes()
     code, _, err = run(capsys, "fuse", "--lr-hsi", str(lr_path), "--hr-msi", str(msi_path), "--checkpoint",

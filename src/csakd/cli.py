@@ -375,11 +375,19 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     else:
         if str(args.checkpoint).lower().endswith(".onnx"):
             raise InputError(f"{args.checkpoint} is an ONNX file: use --runtime onnx")
-        from csakd.inference import fuse_files
+        if args.tile or args.overlap is not None:
+            from csakd.inference.tiled import fuse_files_tiled
 
-        out = fuse_files(args.lr_hsi, args.hr_msi, args.checkpoint, args.out, overwrite=args.overwrite,
-                         device=args.device, variable_lr=args.variable, variable_msi=args.variable,
-                         layout=args.layout)
+            out = fuse_files_tiled(args.lr_hsi, args.hr_msi, args.checkpoint, args.out, tile=args.tile,
+                                   overlap=args.overlap, batch_tiles=args.batch_tiles, blend=args.blend,
+                                   overwrite=args.overwrite, device=args.device, variable_lr=args.variable,
+                                   variable_msi=args.variable, layout=args.layout, progress=sys.stderr.isatty())
+        else:
+            from csakd.inference import fuse_files
+
+            out = fuse_files(args.lr_hsi, args.hr_msi, args.checkpoint, args.out, overwrite=args.overwrite,
+                             device=args.device, variable_lr=args.variable, variable_msi=args.variable,
+                             layout=args.layout)
     seconds = time.perf_counter() - t0
     print(f"wrote {out} in {seconds:.2f} s")
     _json_out(args.json, {"out": str(out), "seconds": seconds})
@@ -575,7 +583,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runtime", choices=["torch", "onnx"],
                    help="torch (a .pt checkpoint) or onnx (an exported .onnx, no PyTorch needed); default by extension")
     p.add_argument("--tile", type=int, default=0, help="tile side in HR pixels (0 = one pass)")
-    p.add_argument("--overlap", type=int, help="tile overlap in HR pixels (default: the receptive field)")
+    p.add_argument("--overlap", type=int,
+                   help="tile overlap in HR pixels (default: the receptive field, exact; less is faster)")
+    p.add_argument("--batch-tiles", type=int, default=1, help="tiles per forward pass (default 1)")
+    p.add_argument("--blend", choices=["cosine", "linear", "none"], default="cosine",
+                   help="seam blending when the overlap is below the receptive field (default cosine)")
     p.add_argument("--json", help="write a summary as JSON to FILE (- for stdout)")
     add_cube_args(p)
     p.set_defaults(func=cmd_fuse)

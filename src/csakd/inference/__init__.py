@@ -10,10 +10,15 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from csakd.inference.fuse import fuse_arrays, fuse_files
+    from csakd.inference.tiled import CubeWriter, fuse_files_tiled, fuse_tiled, fuse_tiled_arrays, receptive_field
 
-__all__ = ["fuse_arrays", "fuse_files"]
+__all__ = ["CubeWriter", "fuse_arrays", "fuse_files", "fuse_files_tiled", "fuse_tiled", "fuse_tiled_arrays",
+           "receptive_field"]
 
-_LAZY = {"fuse_arrays": "csakd.inference.fuse", "fuse_files": "csakd.inference.fuse"}
+_LAZY = {"fuse_arrays": "csakd.inference.fuse", "fuse_files": "csakd.inference.fuse"} | {
+    name: "csakd.inference.tiled"
+    for name in ("CubeWriter", "fuse_files_tiled", "fuse_tiled", "fuse_tiled_arrays", "receptive_field")
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -18,7 +18,7 @@ from csakd.degradation.spatial import upsample_in_phase
 from csakd.errors import InputError
 from csakd.models.blocks import NEGATIVE_SLOPE, Stream, conv3x3
 from csakd.models.config import ModelConfig
-from csakd.models.fusion import build_fusion
+from csakd.models.fusion import ChannelCrossAttention, build_fusion, find_attention
 
 
 class DTSNet(nn.Module):
@@ -87,10 +87,58 @@ class DTSNet(nn.Module):
         f_hr = self.joint_hr(torch.cat([lr_up, hr_msi], dim=1))
         return f_h, f_m, f_lr, f_hr
 
-    def forward(self, lr_hsi: torch.Tensor, hr_msi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    @property
+    def attention_module(self) -> ChannelCrossAttention | None:
+        """The channel cross attention of the fusion (``cross_attention``, ``csa``), else None.
+
+        When it is not None the output depends on sums over every pixel of the image, so a tiled pass
+        needs :meth:`fusion_statistics` over the whole scene first (see :mod:`csakd.inference.tiled`).
+        """
+        return find_attention(self.fusion)
+
+    def fusion_statistics(
+        self, lr_hsi: torch.Tensor, hr_msi: torch.Tensor, weight: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The attention's pixel sums (:meth:`ChannelCrossAttention.statistics`) over the HR pixels selected
+        by ``weight``; runs only the HSI and MSI streams (the inputs of Q and K).
+
+        Shape:
+            - lr_hsi: (B, C, h, w); hr_msi: (B, c, h * scale, w * scale)
+            - weight: (B or 1, 1, h * scale, w * scale) or None (every pixel)
+            - output: ``qk`` (B, heads, d, d) and, for ``normalized``, ``qq`` and ``kk`` (B, heads, d)
+
+        Raises:
+            InputError: the fusion has no attention, or the inputs do not fit the network.
+        """
+        attend = self._require_attention()
+        self.check_inputs(lr_hsi, hr_msi)
+        f_h = F.interpolate(self.hsi(lr_hsi), size=hr_msi.shape[-2:], mode="nearest")
+        return attend.statistics(f_h, self.msi(hr_msi), weight)
+
+    def attention_from_statistics(self, stats: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The (B, heads, d, d) attention from :meth:`fusion_statistics` summed over a whole scene."""
+        return self._require_attention().attention_from_statistics(stats)
+
+    def _require_attention(self) -> ChannelCrossAttention:
+        attend = self.attention_module
+        if attend is None:
+            raise InputError(
+                f"fusion {self.config.fusion!r} has no attention: expected cross_attention or csa"
+            )
+        return attend
+
+    def forward(
+        self, lr_hsi: torch.Tensor, hr_msi: torch.Tensor, attention: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(hr_hsi, features)``; ``attention`` (B or 1, heads, d, d), when given, replaces the attention
+        the fusion would compute from these pixels (e.g. one computed over a whole scene, for a tile)."""
         if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
             self.check_inputs(lr_hsi, hr_msi)
-        features = self.fusion(*self.streams(lr_hsi, hr_msi))
+        if attention is None:
+            features = self.fusion(*self.streams(lr_hsi, hr_msi))
+        else:
+            self._require_attention()
+            features = self.fusion(*self.streams(lr_hsi, hr_msi), attention=attention)
         out = self.head(features)
         if self.config.residual == "bicubic":
             out = out + upsample_in_phase(lr_hsi, self.config.scale, self.config.residual_phase)

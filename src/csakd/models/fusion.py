@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from csakd.errors import InputError
 from csakd.models.config import AttentionKind
 
 
@@ -33,10 +34,13 @@ class ChannelCrossAttention(nn.Module):
           per-head temperature (initialised to 1), softmax, ``@ V`` (Restormer-style transposed attention).
 
     Every form reduces over all pixels: a tiled pass must accumulate ``Q K^T`` (and the norms) over the
-    whole scene to reproduce a whole-image pass.
+    whole scene to reproduce a whole-image pass. :meth:`statistics` gives those sums for any set of pixels
+    (they add up over disjoint sets), :meth:`attention_from_statistics` turns the scene's sums into the
+    ``(B, heads, d, d)`` attention, and ``forward(..., attention=A)`` uses a given attention instead of the
+    one of its own pixels (then Q and K are not computed).
 
     Shape:
-        - Inputs: four (B, nf, H, W) maps
+        - Inputs: four (B, nf, H, W) maps; optional ``attention`` (B or 1, heads, d, d)
         - Output: (B, nf, H, W)
     """
 
@@ -66,14 +70,84 @@ class ChannelCrossAttention(nn.Module):
             logits = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)
         return torch.softmax(logits.float(), dim=-1).to(q.dtype)
 
+    def statistics(
+        self, f_h: torch.Tensor, f_m: torch.Tensor, weight: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The pixel sums the attention is made of, over the pixels selected by ``weight``.
+
+        With ``q`` and ``k`` a head's query and key channels (``Q = 1x1(F_h)``, ``K = 1x1(F_m)``) and ``w`` the
+        pixel weight (1 everywhere when ``weight`` is None):
+
+        - ``qk[b, n, i, j] = sum_p w_p q_i(p) k_j(p)`` (every form);
+        - ``qq[b, n, i] = sum_p w_p q_i(p)^2`` and ``kk[b, n, j] = sum_p w_p k_j(p)^2`` (``normalized`` only).
+
+        Sums over disjoint pixel sets add up to the sums over their union, so a tiled pass adds the
+        statistics of each tile's core and calls :meth:`attention_from_statistics` once.
+
+        Shape:
+            - f_h, f_m: (B, nf, H, W)
+            - weight: (B or 1, 1, H, W), e.g. 0/1 to select a tile's core
+            - output: ``qk`` (B, heads, d, d); ``qq``, ``kk`` (B, heads, d)
+        """
+        q = self.query(f_h)
+        k = self.key(f_m)
+        if weight is not None:
+            if weight.ndim != 4 or weight.shape[1] != 1 or weight.shape[-2:] != q.shape[-2:]:
+                raise InputError(
+                    f"weight must be (B, 1, {q.shape[-2]}, {q.shape[-1]}), got {tuple(weight.shape)}"
+                )
+            qw = self._split(q * weight.to(q.dtype))
+        else:
+            qw = self._split(q)
+        qs, ks = self._split(q), self._split(k)
+        stats = {"qk": qw @ ks.transpose(-2, -1)}
+        if self.kind == "normalized":
+            stats["qq"] = (qw * qs).sum(dim=-1)
+            if weight is not None:
+                stats["kk"] = (self._split(k * weight.to(k.dtype)) * ks).sum(dim=-1)
+            else:
+                stats["kk"] = (ks * ks).sum(dim=-1)
+        return stats
+
+    def attention_from_statistics(self, stats: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The (B, heads, d, d) softmax attention from summed :meth:`statistics` (in their dtype).
+
+        ``paper`` and ``reference``: ``softmax(qk / sqrt(d))``; ``normalized``:
+        ``softmax(qk / (max(sqrt(qq_i), 1e-12) max(sqrt(kk_j), 1e-12)) * temperature)``, the same as
+        L2-normalising Q and K over the pixels first (``F.normalize``'s epsilon), so that on one image
+        ``attention_from_statistics(statistics(f_h, f_m))`` equals the attention ``forward`` uses.
+        """
+        qk = stats["qk"]
+        if self.kind == "normalized":
+            eps = 1e-12
+            nq = stats["qq"].clamp_min(0).sqrt().clamp_min(eps)
+            nk = stats["kk"].clamp_min(0).sqrt().clamp_min(eps)
+            logits = qk / (nq[..., :, None] * nk[..., None, :]) * self.temperature.to(qk.dtype)
+        else:
+            logits = qk / math.sqrt(self.head_dim)
+        return torch.softmax(logits, dim=-1)
+
     def forward(
-        self, f_h: torch.Tensor, f_m: torch.Tensor, f_lr: torch.Tensor, f_hr: torch.Tensor
+        self,
+        f_h: torch.Tensor,
+        f_m: torch.Tensor,
+        f_lr: torch.Tensor,
+        f_hr: torch.Tensor,
+        attention: torch.Tensor | None = None,
     ) -> torch.Tensor:
         b, _, h, w = f_h.shape
-        q = self._split(self.query(f_h))
-        k = self._split(self.key(f_m))
         v = self._split(self.value(f_lr))
-        attn = self.attention(q, k)
+        if attention is None:
+            q = self._split(self.query(f_h))
+            k = self._split(self.key(f_m))
+            attn = self.attention(q, k)
+        else:
+            expected = (self.heads, self.head_dim, self.head_dim)
+            if attention.ndim != 4 or tuple(attention.shape[1:]) != expected or attention.shape[0] not in (1, b):
+                raise InputError(
+                    f"attention must be (1 or {b}, {', '.join(map(str, expected))}), got {tuple(attention.shape)}"
+                )
+            attn = attention.to(v.dtype).expand(b, *expected)
         if self.kind == "reference":
             mixed = attn.sum(dim=-1, keepdim=True) * v.sum(dim=2, keepdim=True)
         else:
@@ -112,9 +186,14 @@ class CrossAttentionFusion(nn.Module):
         self.attend = ChannelCrossAttention(nf, dim, heads, kind)
 
     def forward(
-        self, f_h: torch.Tensor, f_m: torch.Tensor, f_lr: torch.Tensor, f_hr: torch.Tensor
+        self,
+        f_h: torch.Tensor,
+        f_m: torch.Tensor,
+        f_lr: torch.Tensor,
+        f_hr: torch.Tensor,
+        attention: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        return self.attend(f_h, f_m, f_lr, f_hr)
+        return self.attend(f_h, f_m, f_lr, f_hr, attention)
 
 
 class GatedFusion(nn.Module):
@@ -130,11 +209,24 @@ class GatedFusion(nn.Module):
         self.gate = nn.Conv2d(4 * nf, 4, 1)
 
     def forward(
-        self, f_h: torch.Tensor, f_m: torch.Tensor, f_lr: torch.Tensor, f_hr: torch.Tensor
+        self,
+        f_h: torch.Tensor,
+        f_m: torch.Tensor,
+        f_lr: torch.Tensor,
+        f_hr: torch.Tensor,
+        attention: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        fourth = self.attend(f_h, f_m, f_lr, f_hr) if self.attend is not None else f_hr
+        if attention is not None and self.attend is None:
+            raise InputError("concat_gating has no attention: an attention matrix cannot be given")
+        fourth = self.attend(f_h, f_m, f_lr, f_hr, attention) if self.attend is not None else f_hr
         g = torch.sigmoid(self.gate(torch.cat([f_h, f_m, f_lr, fourth], dim=1)))
         return g[:, 0:1] * f_h + g[:, 1:2] * f_m + g[:, 2:3] * f_lr + g[:, 3:4] * fourth
+
+
+def find_attention(fusion: nn.Module) -> ChannelCrossAttention | None:
+    """The :class:`ChannelCrossAttention` inside a fusion module (``cross_attention``, ``csa``), else None."""
+    attend = getattr(fusion, "attend", None)
+    return attend if isinstance(attend, ChannelCrossAttention) else None
 
 
 def build_fusion(kind: str, nf: int, dim: int, heads: int, attention: AttentionKind) -> nn.Module:
