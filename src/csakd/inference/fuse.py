@@ -32,6 +32,16 @@ def check_grids(lr_shape: tuple[int, ...], msi_shape: tuple[int, ...], scale: in
         )
 
 
+def check_pair(loaded: LoadedModel, lr: torch.Tensor, msi: torch.Tensor) -> None:
+    """Refuse a (1, C, h, w) / (1, c, H, W) pair that does not fit the checkpoint or holds NaN / Inf."""
+    check_compatible(loaded, bands=lr.shape[1], msi_bands=msi.shape[1])
+    check_grids(tuple(lr.shape), tuple(msi.shape), loaded.config.scale)
+    for name, t in (("lr_hsi", lr), ("hr_msi", msi)):
+        bad = int((~torch.isfinite(t)).sum())
+        if bad:
+            raise InputError(f"{name} has {bad} NaN or Inf values: expected finite numbers")
+
+
 @torch.no_grad()
 def fuse_arrays(
     loaded: LoadedModel,
@@ -45,15 +55,9 @@ def fuse_arrays(
     The checkpoint's normalisation maps the inputs to [0, 1] (and the output back); the network sees
     [-1, 1]. The whole image goes through in one pass.
     """
-    cfg = loaded.config
     lr = torch.as_tensor(np.array(lr_hsi, dtype=np.float32))[None]
     msi = torch.as_tensor(np.array(hr_msi, dtype=np.float32))[None]
-    check_compatible(loaded, bands=lr.shape[1], msi_bands=msi.shape[1])
-    check_grids(tuple(lr.shape), tuple(msi.shape), cfg.scale)
-    for name, t in (("lr_hsi", lr), ("hr_msi", msi)):
-        bad = int((~torch.isfinite(t)).sum())
-        if bad:
-            raise InputError(f"{name} has {bad} NaN or Inf values: expected finite numbers")
+    check_pair(loaded, lr, msi)
     dev = resolve_device(device)
     model = loaded.model.to(dev).eval()
     lr, msi = lr.to(dev), msi.to(dev)

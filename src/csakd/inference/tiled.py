@@ -560,21 +560,15 @@ def fuse_tiled_arrays(
         InputError: shapes, grids, non-finite values or tiling settings that do not fit.
         CheckpointError: band counts that differ from the checkpoint's.
     """
-    from csakd.inference.fuse import check_grids
+    from csakd.inference.fuse import check_pair
     from csakd.normalization import to_network
-    from csakd.train.checkpoint import check_compatible
     from csakd.train.trainer import resolve_device
 
     cfg = loaded.config
     check_tiling(cfg, tile=tile, overlap=overlap, batch_tiles=batch_tiles, blend=blend)
     lr = _as_cube_tensor(lr_hsi, "lr_hsi")[None]
     msi = _as_cube_tensor(hr_msi, "hr_msi")[None]
-    check_compatible(loaded, bands=lr.shape[1], msi_bands=msi.shape[1])
-    check_grids(tuple(lr.shape), tuple(msi.shape), cfg.scale)
-    for name, t in (("lr_hsi", lr), ("hr_msi", msi)):
-        bad = int((~torch.isfinite(t)).sum())
-        if bad:
-            raise InputError(f"{name} has {bad} NaN or Inf values: expected finite numbers")
+    check_pair(loaded, lr, msi)
     dev = resolve_device(device)
     model = loaded.model.to(dev).eval()
     f_hsi, f_msi = loaded.normalization.factors(lr)
