@@ -1,0 +1,117 @@
+"""benchmarks/ablations.py and benchmarks/robustness.py end to end on a tiny synthetic cube folder."""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+from csakd.data import Cube, write_cube
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_script(name: str) -> ModuleType:
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))  # the scripts import benchmarks/common.py as `common`
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", BENCHMARKS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def smooth_cube(bands: int, size: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    maps = [np.sin(2 * np.pi * (a * xx + b * yy) + c) for a, b, c in rng.random((3, 3)) * 3]
+    spectra = rng.random((3, bands)) + 0.2
+    cube = sum(0.5 * (1 + m)[None] * s[:, None, None] for m, s in zip(maps, spectra, strict=True))
+    return (cube / cube.max()).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("bench")
+    folder = root / "cubes"
+    wl = np.linspace(420, 680, 8)
+    for i in range(3):
+        write_cube(folder / f"scene{i}.npz", Cube(smooth_cube(8, 32, seed=i), wavelengths=wl))
+    grid = np.arange(400, 701, 10)
+    curves = [np.exp(-0.5 * ((grid - c) / 30) ** 2) for c in (460, 550, 620)]
+    srf = root / "srf.csv"
+    srf.write_text("wavelength_nm,B,G,R\n" + "\n".join(
+        f"{g},{curves[0][i]:.6f},{curves[1][i]:.6f},{curves[2][i]:.6f}" for i, g in enumerate(grid)) + "\n")
+    return folder, srf
+
+
+@pytest.fixture(scope="module")
+def ablation_run(tiny_data, tmp_path_factory) -> Path:
+    folder, srf = tiny_data
+    out = tmp_path_factory.mktemp("ablations") / "runs"
+    ablations = load_script("ablations")
+    code = ablations.main(["--train", str(folder), "--test", str(folder), "--srf", str(srf), "--widths", "tiny",
+                           "--only", "fusion-none,offline", "--device", "cpu", "--minutes", "1", "--out", str(out),
+                           "--json", str(out.parent / "abl.json"), "--md", str(out.parent / "abl.md")])
+    assert code == 0
+    return out
+
+
+def test_ablations_table(ablation_run: Path) -> None:
+    record = json.loads((ablation_run.parent / "abl.json").read_text())
+    assert {"date", "machine", "versions"} <= set(record)
+    rows = {r["name"]: r for r in record["rows"]}
+    assert list(rows) == ["teacher-offline", "fusion-none", "offline"]  # the offline student's teacher first
+    for row in rows.values():
+        assert "error" not in row
+        assert {"psnr", "sam", "ergas", "rmse", "ssim", "params", "train_seconds", "bicubic"} <= set(row)
+        assert np.isfinite(row["psnr"]) and row["params"] > 0
+    assert rows["fusion-none"]["options"] == "--fusion none"
+    assert rows["offline"]["options"].startswith("--mode offline --teacher-checkpoint")
+    assert (ablation_run / "offline" / "student.pt").exists() and (ablation_run / "fusion-none" / "eval.json").exists()
+    md = (ablation_run.parent / "abl.md").read_text()
+    assert "| fusion-none | fusion |" in md and "| bicubic | reference |" in md and "PSNR dB" in md
+
+
+def test_ablations_rejects_unknown_entries() -> None:
+    ablations = load_script("ablations")
+    with pytest.raises(SystemExit, match="unknown grid entries"):
+        ablations.main(["--only", "fusion-magic", "--list"])
+    assert ablations.main(["--list"]) == 0
+
+
+def test_robustness(ablation_run: Path, tmp_path) -> None:
+    robustness = load_script("robustness")
+    test_dir = Path(json.loads((ablation_run.parent / "abl.json").read_text())["test"])
+    out = tmp_path / "rob"
+    code = robustness.main(["--test", str(test_dir), "--device", "cpu", "--out", str(out),
+                            "--checkpoint", str(ablation_run / "fusion-none" / "student.pt"),
+                            "--checkpoint", f"offline={ablation_run / 'offline' / 'student.pt'}"])
+    assert code == 0
+    record = json.loads((out / "robustness.json").read_text())
+    conds = [c["name"] for c in record["conditions"]]
+    assert conds == ["clean", "snr40", "snr35", "snr30", "snr25", "snr20", "shift1", "shift2", "shift3"]
+    assert list(record["metrics"]) == ["bicubic", "student", "offline"]
+    for per_cond in record["metrics"].values():
+        assert set(per_cond) == set(conds)
+    bicubic = [record["metrics"]["bicubic"][c]["psnr"] for c in conds[:6]]
+    assert all(a > b for a, b in itertools.pairwise(bicubic)), bicubic  # noisier -> lower PSNR
+    assert record["metrics"]["bicubic"]["shift1"]["psnr"] < bicubic[0]
+    md = (out / "robustness.md").read_text()
+    assert "| bicubic |" in md and "| offline |" in md and "20 dB" in md and "shift 3" in md
+    png = (out / "robustness.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+
+
+def test_robustness_rejects_duplicate_names(ablation_run: Path, tmp_path) -> None:
+    robustness = load_script("robustness")
+    ckpt = str(ablation_run / "offline" / "student.pt")
+    with pytest.raises(SystemExit, match="given twice"):
+        robustness.main(["--test", str(tmp_path), "--out", str(tmp_path / "o"), "--checkpoint", ckpt,
+                         "--checkpoint", ckpt])
