@@ -10,6 +10,7 @@ import torch
 
 from csakd.data import Cube, read_cube, write_cube
 from csakd.errors import InputError
+from csakd.inference.geo import apply_nodata, check_footprint, output_geo, output_nodata, prepare_nodata
 from csakd.io_utils import check_writable
 from csakd.normalization import from_network, to_network
 from csakd.train.checkpoint import LoadedModel, check_compatible, load_checkpoint
@@ -82,17 +83,26 @@ def fuse_files(
     """Read the two files, fuse, and write the result in the format of ``out_path``'s extension.
 
     Everything is checked before the output is written; an existing output needs ``overwrite``.
-    Wavelengths come from the LR-HSI (else the checkpoint); georeferencing from the HR-MSI.
+    Wavelengths come from the LR-HSI (else the checkpoint); georeferencing from the HR-MSI. Georeferenced
+    inputs must cover the same footprint (:func:`csakd.inference.geo.check_footprint`); nodata pixels are
+    filled before the network and are nodata in the output (:mod:`csakd.inference.geo`).
     """
     check_writable(out_path, overwrite=overwrite)
     loaded = load_checkpoint(checkpoint)
     lr = read_cube(lr_path, variable=variable_lr, layout=layout)  # type: ignore[arg-type]
     msi = read_cube(msi_path, variable=variable_msi, layout=layout)  # type: ignore[arg-type]
+    scale = loaded.config.scale
+    masks = prepare_nodata(lr, msi, scale)  # nodata pixels filled before the finiteness check and the network
     lr.check_finite("lr_hsi")
     msi.check_finite("hr_msi")
+    check_compatible(loaded, bands=lr.bands, msi_bands=msi.bands)
+    check_grids(lr.data.shape, msi.data.shape, scale)
+    check_footprint(lr.geo, msi.geo, lr.data.shape, msi.data.shape, scale)
     fused = fuse_arrays(loaded, lr.data, msi.data, device=device)
+    geo = output_geo(msi.geo, masks)
+    apply_nodata(fused, masks.hr_window(slice(0, msi.height), slice(0, msi.width)), output_nodata(geo))
     wavelengths = lr.wavelengths
     if wavelengths is None and loaded.wavelengths is not None:
         wavelengths = np.asarray(loaded.wavelengths, dtype=np.float64)
-    cube = Cube(fused, wavelengths=wavelengths, band_names=lr.band_names, geo=msi.geo, source=str(lr_path))
+    cube = Cube(fused, wavelengths=wavelengths, band_names=lr.band_names, geo=geo, source=str(lr_path))
     return write_cube(out_path, cube, overwrite=overwrite)

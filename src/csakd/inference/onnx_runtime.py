@@ -38,6 +38,7 @@ import numpy as np
 from csakd.data import Cube, read_cube, write_cube
 from csakd.data.writers import SUPPORTED_WRITE_SUFFIXES
 from csakd.errors import CheckpointError, InputError
+from csakd.inference.geo import apply_nodata, check_footprint, output_geo, output_nodata, prepare_nodata
 from csakd.io_utils import check_writable
 from csakd.normalization import Normalization
 
@@ -289,7 +290,8 @@ def fuse_files_onnx(
     The counterpart of :func:`csakd.inference.fuse.fuse_files` without PyTorch. Everything is checked
     (output free and of a known format, model, files, band counts, grids, finite values) before the output
     is written; an existing output needs ``overwrite``. Wavelengths come from the LR-HSI (else the model's
-    metadata); band names from the LR-HSI; georeferencing from the HR-MSI.
+    metadata); band names from the LR-HSI; georeferencing from the HR-MSI. Georeferenced inputs must cover the
+    same footprint and nodata pixels are nodata in the output (:mod:`csakd.inference.geo`).
 
     Returns:
         ``out_path`` as a :class:`~pathlib.Path`.
@@ -302,11 +304,17 @@ def fuse_files_onnx(
     fuser = OnnxFuser(onnx_path, providers=providers, threads=threads)
     lr = read_cube(Path(lr_path), variable=variable_lr, layout=layout)
     msi = read_cube(Path(msi_path), variable=variable_msi, layout=layout)
+    masks = prepare_nodata(lr, msi, fuser.scale)  # nodata pixels filled before the finiteness check and the network
     lr.check_finite("lr_hsi")
     msi.check_finite("hr_msi")
+    check_pair(lr.data.shape, msi.data.shape, bands=fuser.bands, msi_bands=fuser.msi_bands, scale=fuser.scale,
+               what=f"the ONNX model {fuser.path.name}")
+    check_footprint(lr.geo, msi.geo, lr.data.shape, msi.data.shape, fuser.scale)
     fused = fuser.fuse(lr.data, msi.data)
+    geo = output_geo(msi.geo, masks)
+    apply_nodata(fused, masks.hr_window(slice(0, msi.height), slice(0, msi.width)), output_nodata(geo))
     wavelengths = lr.wavelengths if lr.wavelengths is not None else fuser.wavelengths
-    cube = Cube(fused, wavelengths=wavelengths, band_names=lr.band_names, geo=msi.geo, source=str(lr_path))
+    cube = Cube(fused, wavelengths=wavelengths, band_names=lr.band_names, geo=geo, source=str(lr_path))
     return write_cube(out, cube, overwrite=overwrite)
 
 

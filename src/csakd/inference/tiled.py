@@ -885,11 +885,13 @@ def fuse_files_tiled(
     """Read the two files, fuse tile by tile and write the output window by window (:class:`CubeWriter`).
 
     As :func:`csakd.inference.fuse.fuse_files` (wavelengths from the LR-HSI, else the checkpoint;
-    georeferencing from the HR-MSI), with bounded memory for the output. Everything is checked before the
-    output file is created; an existing output needs ``overwrite``.
+    georeferencing from the HR-MSI; footprints checked and nodata handled by :mod:`csakd.inference.geo`, the
+    output's nodata mask applied window by window), with bounded memory for the output. Everything is checked
+    before the output file is created; an existing output needs ``overwrite``.
     """
     from csakd.data import read_cube
     from csakd.inference.fuse import check_grids
+    from csakd.inference.geo import apply_nodata, check_footprint, output_geo, output_nodata, prepare_nodata
     from csakd.train.checkpoint import check_compatible, load_checkpoint
 
     target = Path(out_path).expanduser()
@@ -898,16 +900,29 @@ def fuse_files_tiled(
     check_tiling(loaded.config, tile=tile, overlap=overlap, batch_tiles=batch_tiles, blend=blend)
     lr = read_cube(lr_path, variable=variable_lr, layout=layout)  # type: ignore[arg-type]
     msi = read_cube(msi_path, variable=variable_msi, layout=layout)  # type: ignore[arg-type]
+    scale = loaded.config.scale
+    masks = prepare_nodata(lr, msi, scale)  # nodata pixels filled before the finiteness check and the network
     lr.check_finite("lr_hsi")
     msi.check_finite("hr_msi")
     check_compatible(loaded, bands=lr.bands, msi_bands=msi.bands)
-    check_grids(lr.data.shape, msi.data.shape, loaded.config.scale)
+    check_grids(lr.data.shape, msi.data.shape, scale)
+    check_footprint(lr.geo, msi.geo, lr.data.shape, msi.data.shape, scale)
     wavelengths = lr.wavelengths
     if wavelengths is None and loaded.wavelengths is not None:
         wavelengths = np.asarray(loaded.wavelengths, dtype=np.float64)
     shape = (lr.bands, msi.height, msi.width)
-    with CubeWriter(target, shape, wavelengths=wavelengths, band_names=lr.band_names, geo=msi.geo,
+    geo = output_geo(msi.geo, masks)
+    fill = output_nodata(geo)
+    with CubeWriter(target, shape, wavelengths=wavelengths, band_names=lr.band_names, geo=geo,
                     overwrite=overwrite) as out:
+
+        def masked_writer(rows: slice, cols: slice, block: np.ndarray) -> None:
+            mask = masks.hr_window(rows, cols)
+            if mask is not None and mask.any():
+                block = apply_nodata(np.array(block, dtype=np.float32), mask, fill)  # a copy: blocks may be views
+            out(rows, cols, block)
+
         fuse_tiled_arrays(loaded, lr.data, msi.data, tile=tile, overlap=overlap, batch_tiles=batch_tiles,
-                          writer=out, progress=progress, device=device, blend=blend)
+                          writer=masked_writer if masks.active else out, progress=progress, device=device,
+                          blend=blend)
     return target
