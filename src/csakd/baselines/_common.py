@@ -259,3 +259,10 @@ def estimate_response(lr: torch.Tensor, msi_lr: torch.Tensor) -> np.ndarray:
     r = np.stack(rows)
     logger.info("baselines: estimated spectral response %s by NNLS", r.shape)
     return r
+
+
+def _check_positive_int(value: object, name: str, minimum: int) -> int:
+    """``value`` as an int, or InputError unless it is an integer >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)

@@ -41,6 +41,7 @@ from csakd.baselines._common import (
     Array,
     KernelLike,
     ResponseLike,
+    _check_positive_int,
     degrade,
     estimate_response,
     prepare,
@@ -172,12 +173,6 @@ def nmf_updates(
             w *= num
             np.maximum(w, _FLOOR, out=w)
     return w, h
-
-
-def _check_positive_int(value: object, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def cnmf(

@@ -40,6 +40,7 @@ from csakd.baselines._common import (
     Array,
     KernelLike,
     ResponseLike,
+    _check_positive_int,
     degrade,
     estimate_response,
     prepare,
@@ -75,12 +76,6 @@ def _check_number(value: object, name: str, *, positive: bool) -> float:
     if value < 0 or (positive and value == 0):
         raise InputError(f"{name} must be {'> 0' if positive else '>= 0'}, got {value!r}")
     return float(value)
-
-
-def _check_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise InputError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
 
 
 def hysure(
@@ -120,8 +115,8 @@ def hysure(
         - output: (C, h scale, w scale)
     """
     y, z, s, ph = prepare(lr_hsi, hr_msi, scale, phase)
-    p_max = _check_int(subspace, "subspace")
-    iters = _check_int(iterations, "iterations")
+    p_max = _check_positive_int(subspace, "subspace", 1)
+    iters = _check_positive_int(iterations, "iterations", 1)
     lam_m = _check_number(msi_weight, "msi_weight", positive=True)
     tv = _check_number(tv_weight, "tv_weight", positive=False)
     mu_ = _check_number(mu, "mu", positive=True)

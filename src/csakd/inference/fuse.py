@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 
 from csakd.data import Cube, read_cube, write_cube
 from csakd.errors import InputError
-from csakd.inference.geo import apply_nodata, check_footprint, output_geo, output_nodata, prepare_nodata
+from csakd.inference.geo import NodataMasks, apply_nodata, check_footprint, output_geo, output_nodata, prepare_nodata
 from csakd.io_utils import check_writable
 from csakd.normalization import from_network, to_network
 from csakd.train.checkpoint import LoadedModel, check_compatible, load_checkpoint
@@ -68,6 +69,39 @@ def fuse_arrays(
     return fused[0].cpu().numpy().astype(np.float32)
 
 
+def read_checked_pair(
+    loaded: LoadedModel,
+    lr_path: str | os.PathLike[str],
+    msi_path: str | os.PathLike[str],
+    *,
+    variable_lr: str | None = None,
+    variable_msi: str | None = None,
+    layout: str = "auto",
+) -> tuple[Cube, Cube, NodataMasks]:
+    """Read the two files and check them against the checkpoint and each other, before any output exists.
+
+    Nodata pixels are filled first (so a NaN nodata value is accepted), then finiteness, band counts, the
+    grid ratio and the georeferenced footprints are checked.
+    """
+    lr = read_cube(lr_path, variable=variable_lr, layout=layout)  # type: ignore[arg-type]
+    msi = read_cube(msi_path, variable=variable_msi, layout=layout)  # type: ignore[arg-type]
+    scale = loaded.config.scale
+    masks = prepare_nodata(lr, msi, scale)
+    lr.check_finite("lr_hsi")
+    msi.check_finite("hr_msi")
+    check_compatible(loaded, bands=lr.bands, msi_bands=msi.bands)
+    check_grids(lr.data.shape, msi.data.shape, scale)
+    check_footprint(lr.geo, msi.geo, lr.data.shape, msi.data.shape, scale)
+    return lr, msi, masks
+
+
+def output_wavelengths(loaded: LoadedModel, lr: Cube) -> np.ndarray | None:
+    """The fused image's wavelengths: the LR-HSI's, else the checkpoint's."""
+    if lr.wavelengths is None and loaded.wavelengths is not None:
+        return np.asarray(loaded.wavelengths, dtype=np.float64)
+    return lr.wavelengths
+
+
 def fuse_files(
     lr_path: str | Path,
     msi_path: str | Path,
@@ -89,20 +123,11 @@ def fuse_files(
     """
     check_writable(out_path, overwrite=overwrite)
     loaded = load_checkpoint(checkpoint)
-    lr = read_cube(lr_path, variable=variable_lr, layout=layout)  # type: ignore[arg-type]
-    msi = read_cube(msi_path, variable=variable_msi, layout=layout)  # type: ignore[arg-type]
-    scale = loaded.config.scale
-    masks = prepare_nodata(lr, msi, scale)  # nodata pixels filled before the finiteness check and the network
-    lr.check_finite("lr_hsi")
-    msi.check_finite("hr_msi")
-    check_compatible(loaded, bands=lr.bands, msi_bands=msi.bands)
-    check_grids(lr.data.shape, msi.data.shape, scale)
-    check_footprint(lr.geo, msi.geo, lr.data.shape, msi.data.shape, scale)
+    lr, msi, masks = read_checked_pair(loaded, lr_path, msi_path, variable_lr=variable_lr,
+                                       variable_msi=variable_msi, layout=layout)
     fused = fuse_arrays(loaded, lr.data, msi.data, device=device)
     geo = output_geo(msi.geo, masks)
     apply_nodata(fused, masks.hr_window(slice(0, msi.height), slice(0, msi.width)), output_nodata(geo))
-    wavelengths = lr.wavelengths
-    if wavelengths is None and loaded.wavelengths is not None:
-        wavelengths = np.asarray(loaded.wavelengths, dtype=np.float64)
-    cube = Cube(fused, wavelengths=wavelengths, band_names=lr.band_names, geo=geo, source=str(lr_path))
+    cube = Cube(fused, wavelengths=output_wavelengths(loaded, lr), band_names=lr.band_names, geo=geo,
+                source=str(lr_path))
     return write_cube(out_path, cube, overwrite=overwrite)

@@ -889,27 +889,17 @@ def fuse_files_tiled(
     output's nodata mask applied window by window), with bounded memory for the output. Everything is checked
     before the output file is created; an existing output needs ``overwrite``.
     """
-    from csakd.data import read_cube
-    from csakd.inference.fuse import check_grids
-    from csakd.inference.geo import apply_nodata, check_footprint, output_geo, output_nodata, prepare_nodata
-    from csakd.train.checkpoint import check_compatible, load_checkpoint
+    from csakd.inference.fuse import output_wavelengths, read_checked_pair
+    from csakd.inference.geo import apply_nodata, output_geo, output_nodata
+    from csakd.train.checkpoint import load_checkpoint
 
     target = Path(out_path).expanduser()
     CubeWriter.check_path(target, overwrite=overwrite)
     loaded = load_checkpoint(checkpoint)
     check_tiling(loaded.config, tile=tile, overlap=overlap, batch_tiles=batch_tiles, blend=blend)
-    lr = read_cube(lr_path, variable=variable_lr, layout=layout)  # type: ignore[arg-type]
-    msi = read_cube(msi_path, variable=variable_msi, layout=layout)  # type: ignore[arg-type]
-    scale = loaded.config.scale
-    masks = prepare_nodata(lr, msi, scale)  # nodata pixels filled before the finiteness check and the network
-    lr.check_finite("lr_hsi")
-    msi.check_finite("hr_msi")
-    check_compatible(loaded, bands=lr.bands, msi_bands=msi.bands)
-    check_grids(lr.data.shape, msi.data.shape, scale)
-    check_footprint(lr.geo, msi.geo, lr.data.shape, msi.data.shape, scale)
-    wavelengths = lr.wavelengths
-    if wavelengths is None and loaded.wavelengths is not None:
-        wavelengths = np.asarray(loaded.wavelengths, dtype=np.float64)
+    lr, msi, masks = read_checked_pair(loaded, lr_path, msi_path, variable_lr=variable_lr,
+                                       variable_msi=variable_msi, layout=layout)
+    wavelengths = output_wavelengths(loaded, lr)
     shape = (lr.bands, msi.height, msi.width)
     geo = output_geo(msi.geo, masks)
     fill = output_nodata(geo)
