@@ -12,6 +12,7 @@ import pytest
 import scipy.io
 import scipy.ndimage as ndi
 import torch
+import torch.nn.functional as F
 
 from csakd.degradation import (
     Degradation,
@@ -372,6 +373,18 @@ class TestSpatial:
             idx = base + off
             expected += keys(u - idx) * row[np.clip(idx, 0, 5)]
         np.testing.assert_allclose(up, np.tile(expected, (12, 1)), atol=1e-12)
+
+    @pytest.mark.parametrize(("h", "w", "scale", "phase"), [(5, 7, 4, 0), (5, 7, 4, 3), (1, 4, 2, 1), (6, 2, 3, 2)])
+    def test_upsample_in_phase_matches_grid_sample_bicubic(self, h: int, w: int, scale: int, phase: int) -> None:
+        # the matrix-product form against torch's own bicubic grid_sample (border padding) on the same grid
+        lr = torch.rand(2, 3, h, w, dtype=torch.float64)
+        ys = (torch.arange(h * scale, dtype=torch.float64) - phase) / scale
+        xs = (torch.arange(w * scale, dtype=torch.float64) - phase) / scale
+        grid = torch.stack(torch.meshgrid((2 * xs + 1) / w - 1, (2 * ys + 1) / h - 1, indexing="xy"), dim=-1)
+        expected = F.grid_sample(
+            lr, grid.expand(2, -1, -1, -1), mode="bicubic", padding_mode="border", align_corners=False
+        )
+        torch.testing.assert_close(upsample_in_phase(lr, scale, phase), expected, atol=1e-12, rtol=0)
 
     def test_upsample_in_phase_constant_and_gradient(self) -> None:
         up = upsample_in_phase(torch.full((3, 1, 1), 0.25), 4, 2)

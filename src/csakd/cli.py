@@ -208,7 +208,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     teacher = preset_config(args.teacher_preset, paper=paper, **shape, **model_overrides,
                             **({"blocks": args.teacher_blocks} if args.teacher_blocks else {}))
     student = preset_config(args.student_preset, paper=paper, **shape, **model_overrides,
-                            **({"blocks": args.student_blocks} if args.student_blocks else {}))
+                            **({"blocks": args.student_blocks} if args.student_blocks else {}),
+                            **({"head": args.student_head} if args.student_head else {}))
     if cfg.mode == "student":
         teacher = None  # type: ignore[assignment]
     if cfg.mode == "teacher":
@@ -457,6 +458,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
             if key.startswith("b"):
                 print(f"{name:<26} batch {key[1:]:>3}: {val['median_ms']:9.1f} ms  {val['images_per_s']:8.2f} img/s")
     print(f"fastest at batch {args.batches[0]}: {result['path']}")
+    for rate in result["matmul"]:
+        bound = result["arithmetic_bound_ms_b1"][rate["dtype"]]
+        print(f"{rate['dtype']} matmul {rate['gflops']:.0f} GFLOP/s: the network's arithmetic alone takes {bound:.1f} ms")
     _json_out(args.json, result)
     return 0
 
@@ -539,6 +543,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--student-preset", default="student")
     m.add_argument("--teacher-blocks", type=_int_tuple, help="joint HR, joint LR, HSI, MSI (default 6,6,4,4)")
     m.add_argument("--student-blocks", type=_int_tuple, help="joint HR, joint LR, HSI, MSI (default 1,4,4,1)")
+    m.add_argument("--student-head", choices=["paper", "compact"],
+                   help="the student's head: paper (3x3, 3x3 C->C) or compact (3x3 nf->nf, 1x1 nf->C)")
     m.add_argument("--fusion", choices=["none", "sigmoid", "cross_attention", "csa", "concat_gating"])
     m.add_argument("--attention", choices=["reference", "paper", "normalized"])
     m.add_argument("--residual", choices=["none", "bicubic"])

@@ -310,7 +310,9 @@ def upsample_in_phase(
     interpolant at LR coordinate ``(k - phase) / scale``. Interpolation is
     ``torch.nn.functional.grid_sample`` (cubic convolution with a = -0.75 for ``bicubic``) with
     ``border`` padding: HR pixels beyond the first or last LR pixel are extrapolated from the
-    edge-replicated LR image. (The grid is expressed for ``align_corners=False``, which is the same
+    edge-replicated LR image. ``bicubic`` is computed as the separable product ``A_h X A_w^T``
+    (:func:`cubic_upsampling_matrix`): the same numbers as ``grid_sample``, several times faster on a
+    CPU. (The grid is expressed for ``align_corners=False``, which is the same
     sampling as ``align_corners=True`` with the matching coordinates and needs no special case for
     a 1-pixel LR side.) Hence ``decimate(upsample_in_phase(y, s, p),
     s, p) == y`` up to float rounding. Differentiable and built from ONNX-exportable ops
@@ -324,6 +326,9 @@ def upsample_in_phase(
     s, p = _check_scale_phase(scale, phase)
     if mode not in ("bicubic", "bilinear", "nearest"):
         raise InputError(f"upsampling mode must be 'bicubic', 'bilinear' or 'nearest', got {mode!r}")
+    if mode == "bicubic":
+        y = _bicubic_in_phase(x4, s, p)
+        return y.squeeze(0) if squeezed else y
     b, _, h, w = x4.shape
     dtype, device = x4.dtype, x4.device
     # LR coordinate u of each HR pixel, mapped to grid_sample's normalised coordinate for
@@ -337,3 +342,39 @@ def upsample_in_phase(
     grid = grid.unsqueeze(0).expand(b, h * s, w * s, 2)
     y = F.grid_sample(x4, grid, mode=mode, padding_mode="border", align_corners=False)
     return y.squeeze(0) if squeezed else y
+
+
+CUBIC_A = -0.75  # the cubic-convolution parameter of torch's bicubic interpolation
+
+
+def cubic_weights(t: torch.Tensor) -> torch.Tensor:
+    """Keys' cubic-convolution kernel (``a = -0.75``, as torch's bicubic) at distances ``t``."""
+    a = CUBIC_A
+    x = t.abs()
+    near = ((a + 2) * x - (a + 3)) * x * x + 1
+    far = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+    return torch.where(x <= 1, near, torch.where(x < 2, far, torch.zeros_like(x)))
+
+
+def cubic_upsampling_matrix(n: int, s: int, p: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(s n, n) matrix of bicubic in-phase upsampling along one axis: row ``k`` interpolates at LR
+    coordinate ``(k - p) / s`` from the taps ``floor - 1 .. floor + 2``, clamped to ``0 .. n - 1`` (edge
+    replication, as ``grid_sample``'s border padding). Built from ONNX-exportable ops."""
+    u = (torch.arange(n * s, dtype=dtype, device=device) - p) / s
+    base = torch.floor(u)
+    columns = torch.arange(n, device=device)
+    matrix = torch.zeros(n * s, n, dtype=dtype, device=device)
+    for j in (-1, 0, 1, 2):
+        tap = (base + j).clamp(0, n - 1).to(columns.dtype)
+        weight = cubic_weights(u - (base + j))
+        matrix = matrix + weight[:, None] * (tap[:, None] == columns[None, :]).to(dtype)
+    return matrix
+
+
+def _bicubic_in_phase(x: torch.Tensor, s: int, p: int) -> torch.Tensor:
+    """Bicubic in-phase upsampling of (B, C, h, w) as two matrix products, ``A_h X A_w^T`` (the same
+    numbers as ``grid_sample``'s bicubic with border padding, several times faster on a CPU)."""
+    h, w = x.shape[-2:]
+    a_h = cubic_upsampling_matrix(h, s, p, x.dtype, x.device)
+    a_w = cubic_upsampling_matrix(w, s, p, x.dtype, x.device)
+    return torch.matmul(a_h, torch.matmul(x, a_w.T))

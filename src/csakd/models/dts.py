@@ -4,7 +4,7 @@ Four streams read the two images: the HSI stream (LR grid, input LR-HSI), the MS
 HR-MSI), the joint HR stream (LR-HSI upsampled bilinearly, concatenated with the HR-MSI) and the joint LR
 stream (LR-HSI concatenated with the HR-MSI downsampled bicubically). LR-grid streams are upsampled to HR
 by nearest neighbour; a fusion module combines the four; a head (3x3 conv nf -> C, LeakyReLU(0.2), 3x3 conv
-C -> C without bias) gives the HR-HSI, optionally as a residual over an in-phase bicubic upsampling of the
+C -> C without bias; or, ``head="compact"``, 3x3 conv nf -> nf and 1x1 conv nf -> C) gives the HR-HSI, optionally as a residual over an in-phase bicubic upsampling of the
 LR-HSI (then the head's last convolution starts at zero, so training starts from the bicubic image).
 """
 
@@ -44,9 +44,14 @@ class DTSNet(nn.Module):
         self.hsi = Stream(c, nf, gc, n_hsi, groups=config.resolved_hsi_groups())
         self.msi = Stream(m, nf, gc, n_msi)
         self.fusion = build_fusion(config.fusion, nf, config.attn_dim, config.heads, config.attention)
-        self.head = nn.Sequential(
-            conv3x3(nf, c), nn.LeakyReLU(NEGATIVE_SLOPE, inplace=True), conv3x3(c, c, bias=False)
-        )
+        if config.head == "compact":
+            self.head = nn.Sequential(
+                conv3x3(nf, nf), nn.LeakyReLU(NEGATIVE_SLOPE, inplace=True), nn.Conv2d(nf, c, 1, bias=False)
+            )
+        else:
+            self.head = nn.Sequential(
+                conv3x3(nf, c), nn.LeakyReLU(NEGATIVE_SLOPE, inplace=True), conv3x3(c, c, bias=False)
+            )
         if config.residual == "bicubic":
             # start exactly at the bicubic base: the network learns a correction to it
             last = self.head[2]
@@ -141,5 +146,15 @@ class DTSNet(nn.Module):
             features = self.fusion(*self.streams(lr_hsi, hr_msi), attention=attention)
         out = self.head(features)
         if self.config.residual == "bicubic":
-            out = out + upsample_in_phase(lr_hsi, self.config.scale, self.config.residual_phase)
+            out = self._add_base(out, lr_hsi)
         return out, features
+
+    def _add_base(self, correction: torch.Tensor, lr_hsi: torch.Tensor) -> torch.Tensor:
+        """``correction`` + the in-phase bicubic upsampling of the LR-HSI; under autocast the base (two
+        matrix products) is kept in float32, so a bf16 pass loses no precision in the image itself."""
+        device_type = lr_hsi.device.type
+        if device_type in ("cuda", "cpu") and torch.is_autocast_enabled(device_type):
+            with torch.autocast(device_type, enabled=False):
+                base = upsample_in_phase(lr_hsi.float(), self.config.scale, self.config.residual_phase)
+            return correction.float() + base
+        return correction + upsample_in_phase(lr_hsi, self.config.scale, self.config.residual_phase)
