@@ -11,8 +11,12 @@ The grid (``--list`` prints it; ``--only NAME[,NAME]`` runs a part of it):
 - ``default``: the shared setting (CSA fusion, co-training, every loss term, no training noise);
 - fusion: ``fusion-none``, ``fusion-sigmoid``, ``fusion-cross_attention``, ``fusion-concat_gating``
   (``--fusion``; ``default`` is ``csa``);
+- attention form of the CSA fusion: ``attention-paper`` (softmax of Q K^T / sqrt(d)), ``attention-reference``
+  (the authors' code); ``default`` is ``normalized``;
 - student blocks (joint HR, joint LR, HSI, MSI; the student never applies its joint-HR blocks):
   ``blocks-1441`` (the paper's student), ``blocks-1221``, ``blocks-0440``, ``blocks-1111``;
+- student head: ``head-compact`` (3x3 nf -> nf, 1x1 nf -> C instead of 3x3 nf -> C, 3x3 C -> C), ``lite``
+  (blocks 0,2,2,1 and the compact head: the ``lite`` preset's network at these widths);
 - loss terms off: ``no-response-kd``, ``no-feature-kd``, ``no-kd`` (both), ``no-beba``, ``no-sam``;
 - distillation: ``student-only`` (``--mode student``, no teacher), ``offline`` (``--mode offline`` from a teacher
   trained first with ``--mode teacher`` under the same budget; that teacher is tabulated as ``teacher-offline``);
@@ -59,10 +63,14 @@ GRID: dict[str, tuple[str, list[str]]] = {
     "fusion-sigmoid": ("fusion", ["--fusion", "sigmoid"]),
     "fusion-cross_attention": ("fusion", ["--fusion", "cross_attention"]),
     "fusion-concat_gating": ("fusion", ["--fusion", "concat_gating"]),
+    "attention-paper": ("attention form", ["--attention", "paper"]),
+    "attention-reference": ("attention form", ["--attention", "reference"]),
     "blocks-1441": ("student blocks", ["--student-blocks", "1,4,4,1"]),
     "blocks-1221": ("student blocks", ["--student-blocks", "1,2,2,1"]),
     "blocks-0440": ("student blocks", ["--student-blocks", "0,4,4,0"]),
     "blocks-1111": ("student blocks", ["--student-blocks", "1,1,1,1"]),
+    "head-compact": ("student head", ["--student-head", "compact"]),
+    "lite": ("student head", ["--student-blocks", "0,2,2,1", "--student-head", "compact"]),
     "no-response-kd": ("loss terms", ["--w-response-kd", "0"]),
     "no-feature-kd": ("loss terms", ["--w-feature-kd", "0"]),
     "no-kd": ("loss terms", ["--w-response-kd", "0", "--w-feature-kd", "0"]),

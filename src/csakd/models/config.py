@@ -11,10 +11,12 @@ from csakd.errors import InputError
 FusionKind = Literal["none", "sigmoid", "cross_attention", "csa", "concat_gating"]
 AttentionKind = Literal["reference", "paper", "normalized"]
 ResidualKind = Literal["none", "bicubic"]
+HeadKind = Literal["paper", "compact"]
 
 FUSIONS: tuple[str, ...] = ("none", "sigmoid", "cross_attention", "csa", "concat_gating")
 ATTENTIONS: tuple[str, ...] = ("reference", "paper", "normalized")
 RESIDUALS: tuple[str, ...] = ("none", "bicubic")
+HEADS: tuple[str, ...] = ("paper", "compact")
 
 
 @dataclass
@@ -44,6 +46,9 @@ class ModelConfig:
             the decimation at ``residual_phase``); ``none`` is the paper's network.
         residual_phase: the decimation phase the bicubic base is aligned with (LR pixel i sits at HR pixel
             ``scale * i + residual_phase``).
+        head: ``paper`` (3x3 conv nf -> C, LeakyReLU, 3x3 conv C -> C: at 172 bands the last convolution
+            alone is 17.4 GMACs of a 256x256 image) or ``compact`` (3x3 conv nf -> nf, LeakyReLU, 1x1 conv
+            nf -> C: the spectral correction is a combination of nf feature maps; for small CPU models).
         name: the preset this config came from (informational).
     """
 
@@ -61,6 +66,7 @@ class ModelConfig:
     attn_dim: int = 64
     residual: ResidualKind = "bicubic"
     residual_phase: int = 0
+    head: HeadKind = "paper"
     name: str = field(default="custom")
 
     def __post_init__(self) -> None:
@@ -83,6 +89,8 @@ class ModelConfig:
             raise InputError(f"attention={self.attention!r}: expected one of {', '.join(ATTENTIONS)}")
         if self.residual not in RESIDUALS:
             raise InputError(f"residual={self.residual!r}: expected one of {', '.join(RESIDUALS)}")
+        if self.head not in HEADS:
+            raise InputError(f"head={self.head!r}: expected one of {', '.join(HEADS)}")
         if self.attn_dim % self.heads:
             raise InputError(f"attn_dim={self.attn_dim} is not divisible by heads={self.heads}")
         if not 0 <= self.residual_phase < self.scale:
