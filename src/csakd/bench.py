@@ -4,7 +4,8 @@ Measures, for one preset at a given band count and size: parameters, MACs, laten
 repeats after warm-up), throughput at larger batches, peak memory, and optionally one training step
 (forward, losses, backward, AdamW) at batch 8 / crop 128. Paths: PyTorch eager in fp32 (CPU and GPU), bf16
 autocast and channels-last on GPU, and ONNX Runtime on the CPU when it is installed. ``latency_ms_b1`` and
-``path`` name the fastest path at batch 1. Weights are random (speed does not depend on them); every path
+``path`` name the fastest path at batch 1; ``matmul`` gives the device's dense matrix-multiply rate and
+``arithmetic_bound_ms_b1`` the time the network's arithmetic would take at that rate. Weights are random (speed does not depend on them); every path
 runs the same weights.
 """
 
@@ -53,6 +54,26 @@ def _inputs(cfg: Any, batch: int, size: int, device: torch.device, seed: int = 0
     lr = torch.rand(batch, cfg.bands, size // cfg.scale, size // cfg.scale, generator=g) * 2 - 1
     msi = torch.rand(batch, cfg.msi_bands, size, size, generator=g) * 2 - 1
     return lr.to(device), msi.to(device)
+
+
+def matmul_rate(device: torch.device, dtype: torch.dtype = torch.float32, n: int | None = None,
+                repeats: int = 5) -> dict[str, Any]:
+    """The device's dense matrix-multiply rate: ``n x n`` by ``n x n`` (2048 on a CPU, 8192 on a GPU),
+    best of ``repeats``, in GFLOP/s (2 n^3 FLOPs per product). The roof the network's arithmetic runs against."""
+    n = n or (8192 if device.type == "cuda" else 2048)
+    a = torch.rand(n, n, device=device).to(dtype)
+    b = torch.rand(n, n, device=device).to(dtype)
+    times = time_it(lambda: a @ b, device, warmup=1, repeats=repeats)
+    return {"n": n, "dtype": str(dtype).replace("torch.", ""), "gflops": 2 * n**3 / min(times) / 1e9}
+
+
+def _load_average() -> list[float] | None:
+    try:
+        import os
+
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # not available on this platform
+        return None
 
 
 def _peak_rss_mb() -> float:
@@ -138,6 +159,7 @@ def bench(
         ort_run = onnx_path(model, threads)
         if ort_run is not None:
             paths["onnxruntime-fp32"] = ort_run
+    result["load_average_before"] = _load_average()
     reference = None
     for name, run in paths.items():
         entry: dict[str, Any] = {}
@@ -161,12 +183,20 @@ def bench(
                 entry["max_abs_diff_vs_eager_fp32"] = float((out - reference).abs().max())
         entry["peak_rss_mb"] = _peak_rss_mb()
         result["paths"][name] = entry
+    result["load_average_after"] = _load_average()
     first = f"b{batches[0]}"
     best = min(result["paths"], key=lambda k: result["paths"][k][first]["median_ms"])
     result["path"] = best
     result[f"latency_ms_{first}"] = result["paths"][best][first]["median_ms"]
     if "b1" not in first:
         result["latency_ms_b1"] = None
+    # the machine's roof beside the network: its fp32 (and on a GPU bf16) matrix-multiply rate, and the time
+    # the network's arithmetic (2 x MACs per image) would take at that rate
+    rates = [matmul_rate(dev)]
+    if dev.type == "cuda":
+        rates.append(matmul_rate(dev, torch.bfloat16))
+    result["matmul"] = rates
+    result["arithmetic_bound_ms_b1"] = {r["dtype"]: 2 * result["macs"] / (r["gflops"] * 1e9) * 1e3 for r in rates}
     if train_step:
         result["train_step"] = bench_train_step(cfg, dev, repeats=max(2, repeats // 2))
     return result
