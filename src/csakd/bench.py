@@ -5,8 +5,8 @@ repeats after warm-up), throughput at larger batches, peak memory, and optionall
 (forward, losses, backward, AdamW) at batch 8 / crop 128. Paths: PyTorch eager in fp32 (CPU and GPU), bf16
 autocast and channels-last on GPU, and ONNX Runtime on the CPU when it is installed. ``latency_ms_b1`` and
 ``path`` name the fastest path at batch 1; ``matmul`` gives the device's dense matrix-multiply rate and
-``arithmetic_bound_ms_b1`` the time the network's arithmetic would take at that rate. Weights are random (speed does not depend on them); every path
-runs the same weights.
+``arithmetic_bound_ms_b1`` the time the network's arithmetic would take at that rate. Weights are random
+(speed does not depend on them); every path runs the same weights.
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ Four streams read the two images: the HSI stream (LR grid, input LR-HSI), the MS
 HR-MSI), the joint HR stream (LR-HSI upsampled bilinearly, concatenated with the HR-MSI) and the joint LR
 stream (LR-HSI concatenated with the HR-MSI downsampled bicubically). LR-grid streams are upsampled to HR
 by nearest neighbour; a fusion module combines the four; a head (3x3 conv nf -> C, LeakyReLU(0.2), 3x3 conv
-C -> C without bias; or, ``head="compact"``, 3x3 conv nf -> nf and 1x1 conv nf -> C) gives the HR-HSI, optionally as a residual over an in-phase bicubic upsampling of the
-LR-HSI (then the head's last convolution starts at zero, so training starts from the bicubic image).
+C -> C without bias; or, ``head="compact"``, 3x3 conv nf -> nf and 1x1 conv nf -> C) gives the HR-HSI,
+optionally as a residual over an in-phase bicubic upsampling of the LR-HSI (then the head's last convolution
+starts at zero, so training starts from the bicubic image).
 """
 
 from __future__ import annotations
