@@ -1,4 +1,4 @@
-"""The ``csakd`` command: demo, simulate, train, eval, fuse, info.
+"""The ``csakd`` command: demo, simulate, train, eval, fuse, fit-scene, export, bench, info.
 
 Every command checks its inputs before it writes anything; ``--json FILE`` writes its result as JSON
 (``-`` for stdout). csakd's own errors print as one line (``csakd: error: ...``) with exit code 2.
@@ -395,6 +395,48 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------- fit-scene
+def cmd_fit_scene(args: argparse.Namespace) -> int:
+    import shlex
+
+    from csakd.inference.fit_scene import FitOptions, fit_scene, summary_lines
+
+    if args.json and args.json != "-":
+        from csakd.io_utils import check_writable
+
+        check_writable(args.json, overwrite=True)
+    minutes = args.minutes if args.minutes is not None else (None if args.steps else 3.0)
+    baselines = tuple(b for b in (args.baseline or ["gsa"]) if b.lower() != "none")
+    overrides = {"nf": args.nf, "gc": args.gc, "blocks": args.blocks, "fusion": args.fusion}
+    options = FitOptions(
+        scale=args.scale, phase=args.phase, blur_sigma=args.blur_sigma, response=args.response,
+        hsi_scale=args.hsi_scale, msi_scale=args.msi_scale, preset=args.preset, model_overrides=overrides,
+        minutes=minutes, steps=args.steps, batch_size=args.batch_size, crop=args.crop,
+        learning_rate=args.learning_rate, holdout=args.holdout, baselines=baselines, tile=args.tile,
+        device=args.device, seed=args.seed, threads=args.threads,
+        variable_lr=args.lr_variable or args.variable, variable_msi=args.msi_variable or args.variable,
+        layout=args.layout, wavelengths=_wavelengths(args), figures=not args.no_figures, overwrite=args.overwrite,
+        progress=not args.quiet and sys.stderr.isatty(),
+    )
+    flags = [("--lr", args.lr_hsi), ("--msi", args.hr_msi), ("--out", args.out), ("--report-dir", args.report_dir)]
+    flags += [(f"--{k.replace('_', '-')}", v) for k, v in vars(args).items()
+              if k not in ("lr_hsi", "hr_msi", "out", "report_dir", "func", "command", "verbose", "json", "baseline")
+              and v not in (None, False)]
+    tokens = ["csakd", "fit-scene"]
+    for flag, value in flags:
+        text = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+        tokens += [flag] if value is True else [flag, text]
+    for b in args.baseline or []:
+        tokens += ["--baseline", b]
+    options.command = shlex.join(tokens)
+    result = fit_scene(args.lr_hsi, args.hr_msi, args.out, args.report_dir, options)
+    for line in summary_lines(result.report):
+        print(line)
+    print(f"wrote {result.out}; report, figures and the fitted checkpoint ({result.checkpoint}) in {result.report_dir}")
+    _json_out(args.json, result.report)
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------- export
 def cmd_export(args: argparse.Namespace) -> int:
     from csakd.inference.export import export_onnx
@@ -460,7 +502,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(f"fastest at batch {args.batches[0]}: {result['path']}")
     for rate in result["matmul"]:
         bound = result["arithmetic_bound_ms_b1"][rate["dtype"]]
-        print(f"{rate['dtype']} matmul {rate['gflops']:.0f} GFLOP/s: the network's arithmetic alone takes {bound:.1f} ms")
+        print(f"{rate['dtype']} matmul {rate['gflops']:.0f} GFLOP/s: "
+              f"the network's arithmetic alone takes {bound:.1f} ms")
     _json_out(args.json, result)
     return 0
 
@@ -597,6 +640,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write a summary as JSON to FILE (- for stdout)")
     add_cube_args(p)
     p.set_defaults(func=cmd_fuse)
+
+    p = sub.add_parser("fit-scene", help="fit a network to one real pair without ground truth (Wald protocol), "
+                                         "fuse it and report no-reference consistency")
+    p.add_argument("--lr", "--lr-hsi", dest="lr_hsi", required=True, help="the LR-HSI file")
+    p.add_argument("--msi", "--hr-msi", dest="hr_msi", required=True, help="the HR-MSI file")
+    p.add_argument("--out", required=True,
+                   help="the fused HR-HSI to write; format by extension (.tif GeoTIFF, .hdr ENVI, .npy, .npz, .mat)")
+    p.add_argument("--report-dir", required=True,
+                   help="folder for report.json, the figures and the fitted checkpoint (model/student.pt)")
+    add_cube_args(p)
+    p.add_argument("--lr-variable", "--lr-var", help="the LR-HSI's array in a .mat/.npz file (default: --variable)")
+    p.add_argument("--msi-variable", "--msi-var", help="the HR-MSI's array in a .mat/.npz file (default: --variable)")
+    p.add_argument("--wavelengths", help="a text/CSV file of the LR-HSI's band centres (nm) when the file lacks them")
+    e = p.add_argument_group("degradation (estimated from the pair unless given)")
+    e.add_argument("--scale", type=int, help="HR / LR grid ratio (default: from the grids; must agree with them)")
+    e.add_argument("--phase", type=int, help="decimation phase (default: the best fit of 0..scale-1)")
+    e.add_argument("--blur-sigma", type=float, help="Gaussian blur sigma in HR pixels (default: estimated)")
+    e.add_argument("--response", default="estimate",
+                   help="estimate (NNLS, default), or a response (CSV of curves, matrix file, sensor name), "
+                        "used up to one fitted gain per MSI band")
+    e.add_argument("--hsi-scale", type=float, help="divisor bringing the LR-HSI to [0, 1] (default: its maximum)")
+    e.add_argument("--msi-scale", type=float, help="divisor bringing the HR-MSI to [0, 1] (default: its maximum)")
+    f = p.add_argument_group("fitting")
+    f.add_argument("--preset", default="lite", help="network preset: lite (default), student, teacher")
+    f.add_argument("--nf", type=int, help="feature width (overrides the preset)")
+    f.add_argument("--gc", type=int, help="growth width (overrides the preset)")
+    f.add_argument("--blocks", type=_int_tuple, help="joint HR, joint LR, HSI, MSI block counts, e.g. 0,2,2,1")
+    f.add_argument("--fusion", choices=["none", "sigmoid", "cross_attention", "csa", "concat_gating"])
+    f.add_argument("--minutes", type=float, help="training budget in minutes (default 3, or none with --steps)")
+    f.add_argument("--steps", type=int, help="training budget in steps")
+    f.add_argument("--batch-size", type=int, default=4, help="crops per step (default 4)")
+    f.add_argument("--crop", type=int, default=64, help="crop side in LR-HSI pixels (default 64)")
+    f.add_argument("--learning-rate", type=float, default=5e-4, help="AdamW learning rate (default 5e-4)")
+    f.add_argument("--holdout", type=float, default=0.2,
+                   help="share of LR-HSI columns (right-hand side) kept out of training for validation "
+                        "(default 0.2; 0 validates on the training image)")
+    f.add_argument("--device", default="auto")
+    f.add_argument("--threads", type=int, help="CPU threads for PyTorch")
+    f.add_argument("--seed", type=int, default=0)
+    r = p.add_argument_group("fusion and report")
+    r.add_argument("--baseline", action="append",
+                   help="classical method to compare with (repeatable; default gsa; none for no baseline): "
+                        "gsa, cnmf, hysure")
+    r.add_argument("--tile", type=int, default=0,
+                   help="tile side in HR pixels for the full-scale fusion (0 = one pass)")
+    r.add_argument("--no-figures", action="store_true", help="write report.json only")
+    r.add_argument("--overwrite", action="store_true", help="replace --out and reuse a non-empty --report-dir")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--json", help="write the report as JSON to FILE as well (- for stdout)")
+    p.set_defaults(func=cmd_fit_scene)
 
     p = sub.add_parser("export", help="export a checkpoint to ONNX (checked against PyTorch)")
     p.add_argument("--checkpoint", required=True)

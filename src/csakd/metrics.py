@@ -13,6 +13,8 @@ Definitions (other papers differ: global peak, radians, a fixed 100/4; say which
 - ERGAS: ``100 / scale * sqrt(mean_b(MSE_b / mean_b(target)^2))``; unitless (lower is better).
 - RMSE: ``sqrt(MSE)`` over all values, times ``units`` (to report in the data's original units).
 - SSIM: Gaussian window 11x11, sigma 1.5, K1 0.01, K2 0.03, per band over the valid region, mean over bands.
+- CC: Pearson's correlation coefficient of each band with the same band of the target, mean over bands
+  (insensitive to a gain and an offset per band; used for no-reference consistency checks).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import torch.nn.functional as F
 from csakd.errors import InputError
 
 __all__ = [
+    "cc",
     "compute_metrics",
     "ergas",
     "metrics_to_rows",
@@ -224,6 +227,30 @@ def ssim(pred: torch.Tensor, target: torch.Tensor, *, data_range: float = 1.0) -
         (mu_x.square() + mu_y.square() + c1) * (var_x + var_y + c2)
     )
     return s.mean(dim=(2, 3)).mean(dim=1)
+
+
+def cc(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-correlation: Pearson's correlation coefficient per band, mean over bands, per image.
+
+    ``CC_b = sum((p - mean p)(t - mean t)) / sqrt(sum (p - mean p)^2 sum (t - mean t)^2)`` over the band's
+    pixels; 1 is perfect. A band that is constant in ``pred`` or ``target`` gives 0 for that band.
+
+    Shape:
+        - pred, target: (B, C, H, W) or (C, H, W)
+        - output: (B,)
+
+    Example:
+        >>> t = torch.rand(1, 2, 8, 8, dtype=torch.float64)
+        >>> cc(3 * t + 1, t)
+        tensor([1.], dtype=torch.float64)
+    """
+    p, t = _pair(pred, target)
+    p0 = p - p.mean(dim=(-2, -1), keepdim=True)
+    t0 = t - t.mean(dim=(-2, -1), keepdim=True)
+    num = (p0 * t0).sum(dim=(-2, -1))
+    den = torch.sqrt(p0.square().sum(dim=(-2, -1)) * t0.square().sum(dim=(-2, -1)))
+    per_band = torch.where(den > 0, num / den.clamp_min(1e-300), torch.zeros_like(num))
+    return per_band.clamp(-1.0, 1.0).mean(dim=1)
 
 
 def compute_metrics(
