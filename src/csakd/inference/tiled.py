@@ -43,7 +43,7 @@ holds for both axes, the fusion is one whole-image pass.
 ``block`` a ``(C, rows, cols)`` float32 array; every pixel is written exactly once. Only ramp regions wait
 for their second window (a strip of ``overlap`` pixels along the shorter image side); nothing else is
 held, and without a writer the result is assembled into one array. :class:`CubeWriter` writes such blocks
-into a GeoTIFF (rasterio windows), ENVI or ``.npy`` file (memory maps), atomically.
+into a GeoTIFF (rasterio windows), ENVI or ``.npy`` file (positioned writes), atomically.
 
 Example:
     >>> model = create_model("student", bands=31, msi_bands=3).eval()  # doctest: +SKIP
@@ -604,8 +604,9 @@ class CubeWriter:
 
     Formats by extension: ``.tif``/``.tiff`` (rasterio, windowed writes into a tiled, band-interleaved
     GeoTIFF with crs / transform / nodata from ``geo``, band names as descriptions, wavelengths as band
-    items; a memory-mapped tifffile TIFF without rasterio), ENVI ``.hdr``/``.img``/``.dat`` (a float32 bsq
-    memory map, header written on close) and ``.npy`` (``np.lib.format.open_memmap``). ``.npz`` and
+    items; a planar tifffile TIFF without rasterio), ENVI ``.hdr``/``.img``/``.dat`` (float32 bsq, header
+    written on close) and ``.npy``; the last three are laid out by a memory map and then filled by positioned
+    writes, so written pages do not stay in the process's memory. ``.npz`` and
     ``.mat`` cannot be written in parts: the cube is then assembled in memory and written on close.
     The same metadata conventions as :func:`csakd.data.write_cube`.
 
@@ -647,6 +648,7 @@ class CubeWriter:
         # .npz / .mat are assembled in memory and written by write_cube on close (atomic itself)
         self._temps: list[Path] = [] if self._kind == "memory" else self._stack.enter_context(atomic_paths(targets))
         self._array: np.ndarray | None = None
+        self._planar: _PlanarFile | None = None
         self._dataset: Any = None
         self._written = 0
         self._closed = False
@@ -690,9 +692,10 @@ class CubeWriter:
         if self._kind == "memory":
             self._array = np.zeros(self.shape, dtype=np.float32)
         elif self._kind == "npy":
-            self._array = np.lib.format.open_memmap(self._temps[0], mode="w+", dtype="<f4", shape=self.shape)
+            self._planar = _PlanarFile(np.lib.format.open_memmap(self._temps[0], mode="w+", dtype="<f4",
+                                                                 shape=self.shape))
         elif self._kind == "envi":
-            self._array = np.memmap(self._temps[0], dtype="<f4", mode="w+", shape=self.shape)
+            self._planar = _PlanarFile(np.memmap(self._temps[0], dtype="<f4", mode="w+", shape=self.shape))
         else:
             self._open_tiff(self._temps[0])
 
@@ -703,7 +706,7 @@ class CubeWriter:
         c, h, w = self.shape
         rio = import_rasterio()
         if rio is None:
-            self._array = _tifffile_memmap(tmp, meta)
+            self._planar = _PlanarFile(_tifffile_memmap(tmp, meta))
             return
         from affine import Affine
         from rasterio.errors import NotGeoreferencedWarning
@@ -756,6 +759,8 @@ class CubeWriter:
 
             self._dataset.write(np.ascontiguousarray(block, dtype=np.float32),
                                 window=Window(c0, r0, c1 - c0, r1 - r0))
+        elif self._planar is not None:
+            self._planar.write(r0, c0, block)
         else:
             assert self._array is not None
             self._array[:, r0:r1, c0:c1] = block
@@ -788,9 +793,9 @@ class CubeWriter:
             self._dataset.close()
             self._dataset = None
         elif self._kind in ("npy", "envi"):
-            assert isinstance(self._array, np.memmap)
-            self._array.flush()
-            self._array = None
+            assert self._planar is not None
+            self._planar.close()
+            self._planar = None
             if self._kind == "envi":
                 from csakd.data.io_envi import format_envi_header
 
@@ -806,10 +811,10 @@ class CubeWriter:
                         geo=self._meta.geo)
             write_cube(self.path, cube, overwrite=self._overwrite)
             self._array = None
-        else:  # tifffile memory map
-            assert isinstance(self._array, np.memmap)
-            self._array.flush()
-            self._array = None
+        else:  # a tifffile-made planar TIFF
+            assert self._planar is not None
+            self._planar.close()
+            self._planar = None
 
     def abort(self) -> None:
         """Drop everything written: the temporary files are removed, the target is left as it was."""
@@ -820,6 +825,9 @@ class CubeWriter:
             with contextlib.suppress(Exception):
                 self._dataset.close()
             self._dataset = None
+        if self._planar is not None:
+            self._planar.close()
+            self._planar = None
         self._array = None
         error = CsakdError("aborted")
         self._stack.__exit__(type(error), error, None)
@@ -836,7 +844,52 @@ class CubeWriter:
             self.abort()
 
 
-def _tifffile_memmap(tmp: Path, meta: Cube) -> np.ndarray:
+class _PlanarFile:
+    """Positioned writes into the (C, H, W) float32 array that a memory map laid out in a file.
+
+    The map only creates the file (header and size) and gives the data's offset; it is then dropped, and
+    blocks go in with ``os.pwrite``. Written pages stay in the kernel's page cache, not in this process:
+    through a live map every written page would count in the process's resident memory until the end.
+    """
+
+    def __init__(self, mapped: np.memmap) -> None:
+        if not isinstance(mapped, np.memmap) or mapped.dtype != np.dtype("<f4") or mapped.ndim != 3:
+            raise CsakdError("internal: expected a 3-D little-endian float32 memory map")
+        self.shape = tuple(int(v) for v in mapped.shape)
+        self.offset = int(mapped.offset)
+        filename = mapped.filename
+        mapped.flush()
+        del mapped
+        self._fd: int | None = os.open(str(filename), os.O_WRONLY | getattr(os, "O_BINARY", 0))
+
+    def write(self, r0: int, c0: int, block: np.ndarray) -> None:
+        """Write ``block`` (C, rows, cols) with its top-left corner at row ``r0``, column ``c0``."""
+        assert self._fd is not None
+        _, h, w = self.shape
+        data = np.ascontiguousarray(block, dtype="<f4")
+        rows, cols = data.shape[1:]
+        for b in range(data.shape[0]):
+            start = self.offset + 4 * ((b * h + r0) * w + c0)
+            if cols == w:  # whole rows: one contiguous run per band
+                _pwrite_all(self._fd, data[b].tobytes(), start)
+            else:
+                for r in range(rows):
+                    _pwrite_all(self._fd, data[b, r].tobytes(), start + 4 * r * w)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
+
+
+def _tifffile_memmap(tmp: Path, meta: Cube) -> np.memmap:
     """A planar-separate float32 TIFF memory map with the GDAL items :mod:`csakd.data.io_tiff` reads."""
     from xml.sax.saxutils import escape, quoteattr
 
@@ -862,7 +915,9 @@ def _tifffile_memmap(tmp: Path, meta: Cube) -> np.ndarray:
     nbytes = math.prod(meta.data.shape) * 4
     mm = tifffile.memmap(str(tmp), shape=meta.data.shape, dtype=np.float32, photometric="minisblack",
                          planarconfig="separate", extratags=extratags, bigtiff=nbytes > 2**32 - 2**25)
-    return np.asarray(mm) if not isinstance(mm, np.memmap) else mm
+    if not isinstance(mm, np.memmap):
+        raise CsakdError(f"{tmp}: tifffile did not give a memory map of the new file")
+    return mm
 
 
 def fuse_files_tiled(
