@@ -85,6 +85,18 @@ def test_simulate_train_eval_fuse(capsys, tmp_path, cube_folder) -> None:
     assert table.count("\n") == 4 and "| student |" in table and f"{count_params(ckpt.model) / 1e6:.2f}M" in table
     assert (tmp_path / "eval" / "metrics.csv").read_text().count("\n") == 7  # header + 2 methods x 3 images
 
+    # the CPU fast path (ONNX Runtime) beside fp32 eager: the same numbers, its differences reported
+    pytest.importorskip("onnxruntime")
+    code, out, err = run(capsys, "eval", "--checkpoint", str(run_dir / "student.pt"), "--data", str(folder),
+                         "--figures", "0", "--fast-paths", "--json", "-")
+    assert code == 0, err
+    result = json.loads(out[out.index("{"):])
+    assert set(result["methods"]) == {"bicubic", "student", "student@onnxruntime"}
+    delta = result["fast_path_deltas"]["student@onnxruntime"]
+    expected = result["methods"]["student@onnxruntime"]["psnr"] - result["methods"]["student"]["psnr"]
+    assert delta["psnr_delta"] == pytest.approx(expected) and abs(delta["psnr_delta"]) < 1e-3
+    assert abs(delta["sam_delta"]) < 1e-3
+
     lr_path, msi_path = tmp_path / "lr.npy", tmp_path / "msi.npy"
     code, _, err = run(capsys, "simulate", "--hr-hsi", str(folder / "scene0.npz"), "--srf", str(srf),
                        "--out-lr", str(lr_path), "--out-msi", str(msi_path))

@@ -10,6 +10,7 @@ import argparse
 import logging
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import fields
@@ -343,9 +344,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
             blur_kernel=degradation.kernel if degradation is not None else None,
         )
     methods.update({name: model_method(lm, device) for name, lm in loaded.items()})
-    out_dir = Path(args.out) if args.out else None
-    result = evaluate(methods, pairs, scale=scale, out_dir=out_dir, figures=args.figures)
+    with tempfile.TemporaryDirectory(prefix="csakd-eval-") as scratch:
+        if args.fast_paths:
+            from csakd.evaluate import bf16_method, onnx_method
+
+            paths = {Path(c).stem: c for c in checkpoints}
+            for name, lm in loaded.items():
+                if device.type == "cuda":
+                    methods[f"{name}@bf16-channels-last"] = bf16_method(lm, device)
+                else:
+                    methods[f"{name}@onnxruntime"] = onnx_method(paths[name], Path(scratch))
+        out_dir = Path(args.out) if args.out else None
+        result = evaluate(methods, pairs, scale=scale, out_dir=out_dir, figures=args.figures)
     print(format_table(result["methods"]))
+    if args.fast_paths:
+        from csakd.evaluate import path_deltas
+
+        result["fast_path_deltas"] = path_deltas(result["methods"])
+        for name, delta in result["fast_path_deltas"].items():
+            print(f"{name}: PSNR {delta['psnr_delta']:+.4f} dB, SAM {delta['sam_delta']:+.4f} deg vs fp32 eager")
     if out_dir is not None:
         from csakd.evaluate import markdown_table
         from csakd.io_utils import write_json
@@ -614,6 +631,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--snr", type=float, help="noise on the test LR-HSI in dB")
     p.add_argument("--shift", type=int, default=0, help="misregister the test LR-HSI by LR pixels")
     p.add_argument("--no-bicubic", action="store_true", help="leave out the bicubic baseline")
+    p.add_argument("--fast-paths", action="store_true",
+                   help="also run each checkpoint through the device's fast path (CPU: ONNX Runtime; GPU: bf16 "
+                        "autocast, channels-last) and report its PSNR / SAM difference from fp32 eager")
     p.add_argument("--figures", type=int, default=3, help="figures for the first N images (default 3)")
     p.add_argument("--out", help="folder for metrics.json, metrics.csv and figures")
     p.add_argument("--device", default="auto")
