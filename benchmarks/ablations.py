@@ -21,7 +21,8 @@ The grid (``--list`` prints it; ``--only NAME[,NAME]`` runs a part of it):
 - distillation: ``student-only`` (``--mode student``, no teacher), ``offline`` (``--mode offline`` from a teacher
   trained first with ``--mode teacher`` under the same budget; that teacher is tabulated as ``teacher-offline``);
   ``default`` is online co-training;
-- training noise: ``train-snr-35`` (35 dB on the LR-HSI, the paper's setting).
+- training noise: ``train-snr-35`` (35 dB on the LR-HSI, the paper's setting);
+- training alignment: ``mixed-alignment`` (LR-HSI crops randomly misregistered by up to ``--max-shift`` LR pixels).
 
 Widths: ``paper`` (the paper's networks), ``small`` (widths 32/16, teacher 2,2,2,2, student 1,2,2,1: learns
 something on 2 CPU cores in minutes), ``tiny`` (widths 8/4, every stream one block, crop 16, one epoch: for
@@ -39,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -79,6 +81,7 @@ GRID: dict[str, tuple[str, list[str]]] = {
     "student-only": ("distillation", ["--mode", "student"]),
     "offline": ("distillation", ["--mode", "offline"]),  # + --teacher-checkpoint of the teacher run
     "train-snr-35": ("training noise", ["--train-snr", "35"]),
+    "mixed-alignment": ("training alignment", ["--mixed-alignment"]),
 }
 TEACHER_RUN = "teacher-offline"
 METRICS = ("psnr", "sam", "ergas", "rmse", "ssim")
@@ -104,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, help="the table as JSON (default OUT/ablations.json)")
     p.add_argument("--md", type=Path, help="the table as Markdown (default OUT/ablations.md)")
     p.add_argument("--list", action="store_true", help="print the grid and exit")
+    p.add_argument("--resume", action="store_true",
+                   help="continue in a non-empty --out: finished entries (NAME/row.json) are reused, others rerun")
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more csakd train options for every run")
     return p
 
@@ -147,6 +152,12 @@ def one_entry(args: argparse.Namespace, name: str, group: str, options: list[str
               label: str | None = None) -> dict[str, Any]:
     run_dir = args.out / name
     row: dict[str, Any] = {"name": name, "group": group, "options": label or " ".join(options)}
+    finished = run_dir / "row.json"
+    if args.resume and finished.exists():  # done in an earlier, interrupted call
+        print(f"ablations: {name} done before, reusing {finished}", file=sys.stderr)
+        return dict(json.loads(finished.read_text()))
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # an entry that did not finish starts again
     code, seconds = train_run(args, run_dir, options)
     row["train_seconds"] = round(seconds, 1)
     if code:
@@ -161,6 +172,7 @@ def one_entry(args: argparse.Namespace, name: str, group: str, options: list[str
     row.update({k: result["methods"][role][k] for k in METRICS if k in result["methods"][role]})
     row["params"] = result.get("complexity", {}).get(role, {}).get("params")
     row["bicubic"] = {k: result["methods"]["bicubic"][k] for k in METRICS if k in result["methods"]["bicubic"]}
+    finished.write_text(json.dumps(row, indent=2) + "\n")
     return row
 
 
@@ -200,8 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for folder in (args.train, args.test, args.val):
         if folder is not None and not folder.is_dir():
             p.error(f"{folder} is not a folder")
-    if args.out.exists() and any(args.out.iterdir()):
-        p.error(f"{args.out} exists and is not empty")
+    if args.out.exists() and any(args.out.iterdir()) and not args.resume:
+        p.error(f"{args.out} exists and is not empty: pass --resume to reuse its finished entries")
     args.out.mkdir(parents=True, exist_ok=True)
     json_path = args.json or args.out / "ablations.json"
     md_path = args.md or args.out / "ablations.md"

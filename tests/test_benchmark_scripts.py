@@ -79,6 +79,24 @@ def test_ablations_table(ablation_run: Path) -> None:
     assert "| fusion-none | fusion |" in md and "| bicubic | reference |" in md and "PSNR dB" in md
 
 
+def test_ablations_resume_reuses_finished_entries(ablation_run: Path, tiny_data) -> None:
+    folder, srf = tiny_data
+    ablations = load_script("ablations")
+    common = ["--train", str(folder), "--test", str(folder), "--srf", str(srf), "--widths", "tiny", "--device",
+              "cpu", "--minutes", "1", "--out", str(ablation_run)]
+    with pytest.raises(SystemExit):  # a non-empty folder without --resume
+        ablations.main([*common, "--only", "fusion-none"])
+    before = (ablation_run / "fusion-none" / "student.pt").stat().st_mtime_ns
+    json_path = ablation_run.parent / "resumed.json"
+    assert ablations.main([*common, "--resume", "--only", "fusion-none,fusion-sigmoid", "--json", str(json_path),
+                           "--md", str(ablation_run.parent / "resumed.md")]) == 0
+    assert (ablation_run / "fusion-none" / "student.pt").stat().st_mtime_ns == before  # not trained again
+    rows = {r["name"]: r for r in json.loads(json_path.read_text())["rows"]}
+    first = {r["name"]: r for r in json.loads((ablation_run.parent / "abl.json").read_text())["rows"]}
+    assert rows["fusion-none"] == first["fusion-none"]
+    assert "error" not in rows["fusion-sigmoid"] and (ablation_run / "fusion-sigmoid" / "row.json").exists()
+
+
 def test_ablations_rejects_unknown_entries() -> None:
     ablations = load_script("ablations")
     with pytest.raises(SystemExit, match="unknown grid entries"):
