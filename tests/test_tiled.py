@@ -426,6 +426,39 @@ def test_fuse_tiled_arrays_normalises_by_the_whole_scene() -> None:
     np.testing.assert_array_equal(streamed, tiled)
 
 
+def test_inplace_normalisation_gives_the_same_numbers_and_spares_read_only_inputs() -> None:
+    model = tiny_model(8, 3, blocks=(0, 1, 0, 0), fusion="csa")
+    lr, msi = smooth_pair(8, 3, 32, 32, 4)
+    lr_np, msi_np = ((lr[0] + 1) * 500.0).numpy(), ((msi[0] + 1) * 500.0).numpy()
+    loaded = loaded_model(model)
+    expected = fuse_tiled_arrays(loaded, lr_np, msi_np, tile=32, device="cpu")
+    assert expected is not None
+    lr_copy, msi_copy = lr_np.copy(), msi_np.copy()
+    inplace = fuse_tiled_arrays(loaded, lr_copy, msi_copy, tile=32, device="cpu", inplace=True)
+    assert inplace is not None
+    np.testing.assert_array_equal(inplace, expected)
+    assert not np.array_equal(lr_copy, lr_np)  # the inputs were used as the network's buffers: no second copy
+    assert lr_copy.min() >= -1.0 and lr_copy.max() <= 1.0
+    frozen_lr, frozen_msi = lr_np.copy(), msi_np.copy()
+    frozen_lr.flags.writeable = False
+    frozen_msi.flags.writeable = False
+    again = fuse_tiled_arrays(loaded, frozen_lr, frozen_msi, tile=32, device="cpu", inplace=True)
+    assert again is not None
+    np.testing.assert_array_equal(again, expected)
+    np.testing.assert_array_equal(frozen_lr, lr_np)  # a read-only input (a memory-mapped file) is copied
+
+
+def test_inference_adds_the_residual_base_in_place_with_the_same_numbers() -> None:
+    model = tiny_model(8, 3, fusion="csa", residual="bicubic")
+    lr, msi = smooth_pair(8, 3, 8, 8, 4)
+    with torch.no_grad():
+        inference = model(lr, msi)[0]
+    with torch.enable_grad():
+        training = model(lr, msi)[0]
+    assert training.requires_grad
+    torch.testing.assert_close(inference, training.detach(), rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("name", ["out.npy", "out.tif", "out.hdr", "out.npz"])
 def test_cube_writer_round_trip_and_atomicity(tmp_path: Path, name: str) -> None:
     rng = np.random.default_rng(0)

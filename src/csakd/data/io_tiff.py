@@ -56,6 +56,23 @@ _DESC_WAVELENGTH = re.compile(
 )
 
 
+GDAL_CACHE_MB = 64
+"""GDAL's block cache while csakd reads or writes a GeoTIFF, in MB (GDAL's own default is 5% of the RAM). A
+whole-image read of a tiled file goes through that cache: at the default, reading a 688 MB cube peaked at
+1455 MB and held 1449 MB after the read; at 64 MB, 748 and 747 (rasterio 1.4, 24 GB machine). Whole scenes
+are read once and written window by window, so the cache buys nothing. A ``GDAL_CACHEMAX`` set in the
+environment is used instead."""
+
+
+def gdal_env(rio: ModuleType) -> Any:
+    """A ``rasterio.Env`` with csakd's GDAL block cache, unless the environment sets ``GDAL_CACHEMAX``."""
+    import os
+
+    if os.environ.get("GDAL_CACHEMAX"):
+        return rio.Env()
+    return rio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB)
+
+
 def import_rasterio() -> ModuleType | None:
     """rasterio if it can be imported, else None (tests replace this to exercise the tifffile path)."""
     try:
@@ -206,7 +223,7 @@ def _read_rasterio(rio: ModuleType, path: Path, dtype: np.dtype) -> Cube:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rio.open(str(path)) as ds:
+            with gdal_env(rio), rio.open(str(path)) as ds:
                 count, h, w = int(ds.count), int(ds.height), int(ds.width)
                 if count < 1:
                     raise InputError(f"{what} has zero bands: expected at least one")
@@ -354,7 +371,7 @@ def write_tiff_rasterio(rio: ModuleType, tmp: Path, cube: Cube) -> None:
             profile["nodata"] = cube.geo.nodata
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rio.open(str(tmp), "w", **profile) as dst:
+        with gdal_env(rio), rio.open(str(tmp), "w", **profile) as dst:
             dst.write(np.ascontiguousarray(cube.data, dtype=np.float32))
             for i in range(cube.bands):
                 if cube.band_names is not None:

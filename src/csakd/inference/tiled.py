@@ -386,6 +386,7 @@ def _scene_attention(
         for key, value in stats.items():
             part = value.double().sum(dim=0, keepdim=True)
             totals[key] = totals[key] + part if key in totals else part
+        del stats, lr, msi, weight
         tick(len(tiles))
     return model.attention_from_statistics(totals)
 
@@ -493,14 +494,12 @@ def fuse_tiled(
         assembler = _Assembler(plan, blend, sink)
         for tiles in _batches(plan.order(), batch_tiles):
             lr, msi = _window_batch(plan, tiles, lr_hsi, hr_msi, cfg.scale, device)
-            if attention is None:
-                out, _ = model(lr, msi)
-            else:
-                out, _ = model(lr, msi, attention=attention)
+            out = model(lr, msi)[0] if attention is None else model(lr, msi, attention=attention)[0]
             block = out.float().cpu().numpy()
             for n, (i, j) in enumerate(tiles):
                 assembler.add(i, j, block[n])
-            bar.update(len(tiles))
+            del out, block, lr, msi  # not held through the next batch's forward pass (one window: 387 MB
+            bar.update(len(tiles))  # for 172 bands at 768x768)
     if assembler.pending:  # pragma: no cover - a planning bug, not a user error
         raise RuntimeError(f"tiled fusion left {len(assembler.pending)} blended regions unwritten")
     log.debug("tiled fusion held at most %d bytes of blended regions", assembler.pending_peak)
@@ -519,7 +518,10 @@ def _as_cube_tensor(x: np.ndarray | torch.Tensor, name: str) -> torch.Tensor:
         arr = np.asarray(x)
         if arr.dtype.kind not in "iuf":
             raise InputError(f"{name} has dtype {arr.dtype}: expected real numbers")
-        t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
+        with warnings.catch_warnings():  # a read-only array (a memory-mapped file) is shared, never written to:
+            warnings.simplefilter("ignore", UserWarning)  # fuse_tiled_arrays copies it before any in-place step
+            t = torch.from_numpy(arr)
     if t.ndim != 3:
         raise InputError(f"{name} has shape {tuple(t.shape)}: expected a (bands, height, width) cube")
     return t.to(torch.float32)
@@ -537,6 +539,7 @@ def fuse_tiled_arrays(
     progress: bool = False,
     device: str = "auto",
     blend: BlendKind = "cosine",
+    inplace: bool = False,
 ) -> np.ndarray | None:
     """Fuse one pair in the files' units, tile by tile: (C, h, w) and (c, H, W) -> (C, H, W) float32.
 
@@ -552,6 +555,8 @@ def fuse_tiled_arrays(
         tile, overlap, batch_tiles, writer, progress, blend: as for :func:`fuse_tiled`.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (the model is moved there; tiles go there one batch
             at a time).
+        inplace: the inputs may be overwritten: float32 arrays are normalised where they lie, so a large
+            scene's inputs are held once, not twice (what :func:`fuse_files_tiled` does with what it read).
 
     Returns:
         The fused (C, H, W) float32 cube, or None when ``writer`` is given.
@@ -573,8 +578,13 @@ def fuse_tiled_arrays(
     model = loaded.model.to(dev).eval()
     f_hsi, f_msi = loaded.normalization.factors(lr)
     factor = np.float32(f_hsi.reshape(-1)[0].item())
-    lr_n = to_network(lr / f_hsi)
-    msi_n = to_network(msi / f_msi)
+    writable = all(not isinstance(x, np.ndarray) or x.flags.writeable for x in (lr_hsi, hr_msi))
+    if inplace and writable:  # the same float32 operations as to_network(x / f), without a copy of the scene
+        lr_n = lr.div_(f_hsi).mul_(2.0).sub_(1.0)
+        msi_n = msi.div_(f_msi).mul_(2.0).sub_(1.0)
+    else:
+        lr_n = to_network(lr / f_hsi)
+        msi_n = to_network(msi / f_msi)
 
     def to_units(block: np.ndarray) -> np.ndarray:
         # the same float32 operations as fuse_arrays: (x + 1) * 0.5 * factor
@@ -700,7 +710,7 @@ class CubeWriter:
             self._open_tiff(self._temps[0])
 
     def _open_tiff(self, tmp: Path) -> None:
-        from csakd.data.io_tiff import _band_items, import_rasterio
+        from csakd.data.io_tiff import _band_items, gdal_env, import_rasterio
 
         meta = self._meta
         c, h, w = self.shape
@@ -728,6 +738,7 @@ class CubeWriter:
                 profile["nodata"] = meta.geo.nodata
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            self._stack.enter_context(gdal_env(rio))  # written blocks are flushed, not held up to 5% of the RAM
             self._dataset = rio.open(str(tmp), "w", **profile)
         for i in range(c):
             if meta.band_names is not None:
@@ -969,5 +980,5 @@ def fuse_files_tiled(
 
         fuse_tiled_arrays(loaded, lr.data, msi.data, tile=tile, overlap=overlap, batch_tiles=batch_tiles,
                           writer=masked_writer if masks.active else out, progress=progress, device=device,
-                          blend=blend)
+                          blend=blend, inplace=True)  # the arrays read are not used again
     return target

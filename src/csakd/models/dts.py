@@ -158,4 +158,7 @@ class DTSNet(nn.Module):
             with torch.autocast(device_type, enabled=False):
                 base = upsample_in_phase(lr_hsi.float(), self.config.scale, self.config.residual_phase)
             return correction.float() + base
-        return correction + upsample_in_phase(lr_hsi, self.config.scale, self.config.residual_phase)
+        base = upsample_in_phase(lr_hsi, self.config.scale, self.config.residual_phase)
+        if not torch.is_grad_enabled() and not torch.jit.is_tracing() and not torch.compiler.is_compiling():
+            return correction.add_(base)  # inference: no third (C, H, W) tensor (whole scenes, tiles)
+        return correction + base
