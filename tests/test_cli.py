@@ -187,3 +187,41 @@ def test_eval_classical_baselines_without_a_checkpoint(capsys, tmp_path, cube_fo
     assert code == 2 and "unknown baseline 'magic'" in err
     code, _, err = run(capsys, "eval", "--data", str(folder), "--srf", str(srf))
     assert code == 2 and "nothing to evaluate" in err
+
+
+def test_eval_names_checkpoints_and_refuses_two_of_one_name(capsys, tmp_path, cube_folder) -> None:
+    folder, srf = cube_folder
+    runs = []
+    for k in range(2):
+        run_dir = tmp_path / f"run{k}"
+        code, _, err = run(capsys, "train", "--data", str(folder), "--srf", str(srf), "--out", str(run_dir),
+                           "--mode", "student", "--epochs", "1", "--batch-size", "2", "--crop", "16", "--nf", "8",
+                           "--gc", "4", "--student-blocks", "1,1,1,1", "--device", "cpu", "--quiet",
+                           "--val-fraction", "0.34", "--seed", str(k))
+        assert code == 0, err
+        runs.append(run_dir / "student.pt")
+    out = tmp_path / "compare"
+    code, _, err = run(capsys, "eval", "--checkpoint", str(runs[0]), "--checkpoint", str(runs[1]), "--data",
+                       str(folder), "--out", str(out), "--figures", "0")
+    assert code == 2 and "two checkpoints are named 'student'" in err and "NAME=FILE" in err
+    assert not out.exists()
+    code, _, err = run(capsys, "eval", "--checkpoint", f"gsa={runs[0]}", "--method", "gsa", "--data", str(folder))
+    assert code == 2 and "like a baseline method" in err
+    code, stdout, err = run(capsys, "eval", "--checkpoint", f"a={runs[0]}", "--checkpoint", f"b={runs[1]}",
+                            "--data", str(folder), "--out", str(out), "--figures", "0", "--json", "-")
+    assert code == 0, err
+    result = json.loads(stdout[stdout.index("{"):])
+    assert {"a", "b", "bicubic"} <= set(result["methods"])
+    assert result["methods"]["a"]["psnr"] != result["methods"]["b"]["psnr"]  # two different networks
+    assert "| a |" in (out / "table.md").read_text()
+
+
+def test_eval_refuses_a_test_folder_of_mixed_band_counts_before_writing(capsys, tmp_path, cube_folder) -> None:
+    folder, srf = cube_folder
+    write_cube(folder / "scene9.npz", Cube(smooth_cube(seed=9)[:6], wavelengths=np.linspace(420, 640, 6)))
+    out = tmp_path / "compare"
+    code, _, err = run(capsys, "eval", "--method", "gsa", "--data", str(folder), "--srf", str(srf),
+                       "--out", str(out), "--json", str(tmp_path / "m.json"))
+    assert code == 2
+    assert "different band counts" in err and "scene9" in err and "expected one band count" in err
+    assert not out.exists() and not (tmp_path / "m.json").exists()

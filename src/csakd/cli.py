@@ -284,7 +284,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     for name in args.method or []:
         get_baseline(name)  # unknown names fail here, before any work
-    loaded = {Path(c).stem: load_checkpoint(c, scale=args.scale) for c in checkpoints}
+    named = _named_checkpoints(checkpoints, args.method or [])
+    loaded = {name: load_checkpoint(path, scale=args.scale) for name, path in named.items()}
     first = next(iter(loaded.values()), None)
     scale = first.config.scale if first is not None else args.scale
     pairs: list[EvalPair] = []
@@ -348,7 +349,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if args.fast_paths:
             from csakd.evaluate import bf16_method, onnx_method
 
-            paths = {Path(c).stem: c for c in checkpoints}
+            paths = named
             for name, lm in loaded.items():
                 if device.type == "cuda":
                     methods[f"{name}@bf16-channels-last"] = bf16_method(lm, device)
@@ -379,6 +380,29 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- fuse
+def _named_checkpoints(specs: Sequence[str], methods: Sequence[str]) -> dict[str, str]:
+    """``--checkpoint FILE`` or ``--checkpoint NAME=FILE`` -> {name: file}; a FILE is named by its stem.
+
+    Raises:
+        InputError: two checkpoints with one name (``runs/a/student.pt`` and ``runs/b/student.pt``), or a
+            name that is also a ``--method``: each would hide the other's row.
+    """
+    named: dict[str, str] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or "/" in name or os.sep in name or Path(spec).exists():
+            name, path = Path(spec).stem, spec
+        if name in named:
+            raise InputError(
+                f"two checkpoints are named {name!r} ({named[name]} and {path}): name them with "
+                f"--checkpoint NAME=FILE, e.g. --checkpoint kd={named[name]} --checkpoint plain={path}"
+            )
+        if name in methods or name == "bicubic":
+            raise InputError(f"checkpoint {path} is named {name!r}, like a baseline method: name it with NAME=FILE")
+        named[name] = path
+    return named
+
+
 def cmd_fuse(args: argparse.Namespace) -> int:
     runtime = args.runtime or ("onnx" if str(args.checkpoint).lower().endswith(".onnx") else "torch")
     t0 = time.perf_counter()
@@ -616,7 +640,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="metrics, tables and figures on test data with ground truth")
-    p.add_argument("--checkpoint", action="append", help="a checkpoint (repeatable)")
+    p.add_argument("--checkpoint", action="append",
+                   help="a checkpoint, FILE or NAME=FILE (repeatable; named by the file's stem by default)")
     p.add_argument("--method", action="append",
                    help="classical baseline to evaluate alongside any checkpoints (repeatable): bicubic, gsa, "
                         "cnmf, hysure")
