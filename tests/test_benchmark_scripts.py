@@ -133,3 +133,28 @@ def test_robustness_rejects_duplicate_names(ablation_run: Path, tmp_path) -> Non
     with pytest.raises(SystemExit, match="given twice"):
         robustness.main(["--test", str(tmp_path), "--out", str(tmp_path / "o"), "--checkpoint", ckpt,
                          "--checkpoint", ckpt])
+
+
+def test_compare_tabulates_baselines_teacher_and_both_students(tiny_data, tmp_path) -> None:
+    folder, srf = tiny_data
+    compare = load_script("compare")
+    out, json_path, md_path = tmp_path / "runs", tmp_path / "cmp.json", tmp_path / "cmp.md"
+    argv = ["--train", str(folder), "--val", str(folder), "--test", str(folder), "--srf", str(srf), "--widths",
+            "tiny", "--methods", "gsa", "--figures", "1", "--device", "cpu", "--minutes", "1", "--out", str(out),
+            "--json", str(json_path), "--md", str(md_path)]
+    assert compare.main(argv) == 0
+    record = json.loads(json_path.read_text())
+    assert {"date", "machine", "versions", "commands", "runs"} <= set(record)
+    assert list(record["methods"]) == ["bicubic", "gsa", "teacher", "student", "student-no-kd"]
+    assert set(record["complexity"]) == {"teacher", "student", "student-no-kd"}
+    assert record["complexity"]["teacher"]["params"] > record["complexity"]["student"]["params"]
+    assert record["complexity"]["student"]["params"] == record["complexity"]["student-no-kd"]["params"]
+    # the two students are different networks: distillation changed what the student learned
+    assert record["methods"]["student"]["psnr"] != record["methods"]["student-no-kd"]["psnr"]
+    assert "--mode student" in record["commands"]["plain"] and "student-no-kd=" in record["commands"]["eval"]
+    md = md_path.read_text()
+    assert "| student-no-kd |" in md and "| gsa |" in md and "csakd eval" in md
+    sheets = list(tmp_path.glob("cmp_*.png"))
+    assert len(sheets) == 1 and sheets[0].read_bytes().startswith(b"\x89PNG") and f"]({sheets[0].name})" in md
+    with pytest.raises(SystemExit):  # the run folder exists: nothing is overwritten
+        compare.main(argv)
