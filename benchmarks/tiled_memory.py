@@ -112,7 +112,9 @@ def main() -> int:
     if not (SHARED_DATA / "abu_aviris").exists():
         print(f"{SHARED_DATA / 'abu_aviris'} not found: this benchmark needs ../shared/data", file=sys.stderr)
         return 2
-    args.work.mkdir(parents=True, exist_ok=False)
+    if args.work.exists():
+        p.error(f"--work {args.work} exists: give a new folder (the inputs and the large output are written there)")
+    args.work.mkdir(parents=True)
     lr_path, msi_path = write_inputs(args.work, args.size)
     checkpoint = write_checkpoint(args.work, args.preset)
     out = args.work / f"fused{args.out_ext}"
@@ -125,7 +127,8 @@ def main() -> int:
     t0 = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "csakd", *command[1:]], check=False)
     wall = time.monotonic() - t0
-    peak_rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    peak_rss_mb = usage.ru_maxrss / 1024.0
     if done.returncode:
         print(f"csakd fuse exited with {done.returncode}", file=sys.stderr)
         return done.returncode
@@ -151,6 +154,8 @@ def main() -> int:
         "peak_rss_mb": round(peak_rss_mb, 1),
         "peak_rss_over_output": round(peak_rss_mb * 2**20 / max(output_bytes, 1), 3),
         "wall_seconds": round(wall, 1),
+        # CPU time of the child: on large windows the kernel's share (page faults, writeback) can pass the user's
+        "user_seconds": round(usage.ru_utime, 1), "system_seconds": round(usage.ru_stime, 1),
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "fuse_summary": fuse_summary,

@@ -158,3 +158,26 @@ def test_compare_tabulates_baselines_teacher_and_both_students(tiny_data, tmp_pa
     assert len(sheets) == 1 and sheets[0].read_bytes().startswith(b"\x89PNG") and f"]({sheets[0].name})" in md
     with pytest.raises(SystemExit):  # the run folder exists: nothing is overwritten
         compare.main(argv)
+
+
+def test_tiled_memory_records_the_peak_of_a_real_fusion(tmp_path) -> None:
+    from tests.conftest import shared_path
+
+    shared_path("data", "abu_aviris")
+    tiled_memory = load_script("tiled_memory")
+    work, json_path = tmp_path / "work", tmp_path / "tm.json"
+    sys_argv = sys.argv
+    try:
+        sys.argv = ["tiled_memory.py", "--size", "256", "--preset", "lite", "--tile", "128", "--device", "cpu",
+                    "--work", str(work), "--json", str(json_path)]
+        assert tiled_memory.main() == 0
+        record = json.loads(json_path.read_text())
+        assert {"date", "machine", "versions", "peak_rss_mb", "wall_seconds", "system_seconds"} <= set(record)
+        assert record["output_mb"] == pytest.approx(172 * 256 * 256 * 4 / 2**20, rel=0.01)
+        assert record["peak_rss_mb"] > record["output_mb"]  # this small scene: the libraries dominate
+        assert record["exact"] and record["overlap"] > 0
+        assert not list(work.glob("fused*"))  # the large output is not kept unless asked
+        with pytest.raises(SystemExit):  # an existing work folder is not reused
+            tiled_memory.main()
+    finally:
+        sys.argv = sys_argv
