@@ -35,6 +35,11 @@ WIDTHS = {
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--cave", type=Path, default=SHARED_DATA / "cave",
+                   help="CAVE scene folders, or the .npz files of benchmarks/pack_cave.py "
+                        "(default ../shared/data/cave)")
+    p.add_argument("--srf", type=Path, default=SHARED_DATA / "srf" / "nikon_d700.csv",
+                   help="the Nikon D700 response (default ../shared/data/srf/nikon_d700.csv)")
     p.add_argument("--minutes", type=float, default=10)
     p.add_argument("--device", default="auto")
     p.add_argument("--widths", choices=sorted(WIDTHS), default="small")
@@ -45,17 +50,18 @@ def main() -> int:
     p.add_argument("--json", type=Path, required=True)
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more csakd train options")
     args = p.parse_args()
-    cave = SHARED_DATA / "cave"
-    if not cave.exists():
-        print(f"{cave} not found: this benchmark needs ../shared/data", file=sys.stderr)
-        return 2
+    cave = args.cave
+    for needed in (cave, args.srf):
+        if not needed.exists():
+            print(f"{needed} not found: this benchmark needs ../shared/data (or --cave / --srf)", file=sys.stderr)
+            return 2
     train, held_out = split_files(list_cube_files(cave), 0.2)
     args.out.mkdir(parents=True, exist_ok=False)
     for name, files in (("train", train), ("test", held_out)):
         (args.out / name).mkdir()
         for f in files:
-            (args.out / name / f.name).symlink_to(f)
-    protocol = ["--center-crop", "256", "--srf", str(SHARED_DATA / "srf" / "nikon_d700.csv"), "--scale", "4",
+            (args.out / name / f.name).symlink_to(f.resolve())
+    protocol = ["--center-crop", "256", "--srf", str(args.srf), "--scale", "4",
                 "--blur-size", "9", "--blur-sigma", "2", "--phase", "0"]
     t0 = time.monotonic()
     code = csakd_main(["train", "--data", str(args.out / "train"), "--val-data", str(args.out / "test"), *protocol,

@@ -32,18 +32,18 @@ from common import SHARED_DATA, environment
 BANDS, MSI_BANDS, SCALE = 172, 4, 4
 
 
-def aviris_mosaic(lr_size: int) -> np.ndarray:
+def aviris_mosaic(lr_size: int, folder: Path = SHARED_DATA / "abu_aviris") -> np.ndarray:
     """(172, lr_size, lr_size) float32: real AVIRIS scenes (first 172 bands, each / its max), mirrored to fill."""
     from csakd.data import read_cube
 
     tiles = []
-    for path in sorted((SHARED_DATA / "abu_aviris").glob("*.mat")):
+    for path in sorted(folder.glob("*.mat")):
         cube = read_cube(path, variable="data")
         if cube.data.shape[0] >= BANDS:
             data = cube.data[:BANDS].astype(np.float32)
             tiles.append(data / max(float(data.max()), 1e-6))
     if not tiles:
-        raise SystemExit(f"no AVIRIS scene with {BANDS} bands under {SHARED_DATA / 'abu_aviris'}")
+        raise SystemExit(f"no AVIRIS scene with {BANDS} bands under {folder}")
     side = min(min(t.shape[1:]) for t in tiles)
     tiles = [t[:, :side, :side] for t in tiles]
     n = -(-lr_size // side)
@@ -68,10 +68,10 @@ def msi_from(lr: np.ndarray) -> np.ndarray:
     return up[0].clamp(0, 1).numpy()
 
 
-def write_inputs(work: Path, size: int) -> tuple[Path, Path]:
+def write_inputs(work: Path, size: int, aviris: Path) -> tuple[Path, Path]:
     from csakd.data import Cube, write_cube
 
-    lr = aviris_mosaic(size // SCALE)
+    lr = aviris_mosaic(size // SCALE, aviris)
     msi = msi_from(lr)
     lr_path, msi_path = work / "lr_hsi.tif", work / "hr_msi.tif"
     write_cube(lr_path, Cube(lr, wavelengths=np.linspace(400, 2500, BANDS)))
@@ -106,16 +106,18 @@ def main() -> int:
     p.add_argument("--work", type=Path, required=True, help="folder for the inputs and output (must not exist)")
     p.add_argument("--keep-output", action="store_true", help="keep the fused cube (it is large)")
     p.add_argument("--json", type=Path, required=True)
+    p.add_argument("--aviris", type=Path, default=SHARED_DATA / "abu_aviris",
+                   help="folder of the AVIRIS .mat scenes (default ../shared/data/abu_aviris)")
     args = p.parse_args()
     if args.size % SCALE:
         p.error(f"--size {args.size}: expected a multiple of {SCALE}")
-    if not (SHARED_DATA / "abu_aviris").exists():
-        print(f"{SHARED_DATA / 'abu_aviris'} not found: this benchmark needs ../shared/data", file=sys.stderr)
+    if not args.aviris.is_dir():
+        print(f"{args.aviris} not found: this benchmark needs ../shared/data (or --aviris)", file=sys.stderr)
         return 2
     if args.work.exists():
         p.error(f"--work {args.work} exists: give a new folder (the inputs and the large output are written there)")
     args.work.mkdir(parents=True)
-    lr_path, msi_path = write_inputs(args.work, args.size)
+    lr_path, msi_path = write_inputs(args.work, args.size, args.aviris)
     checkpoint = write_checkpoint(args.work, args.preset)
     out = args.work / f"fused{args.out_ext}"
     command = ["csakd", "fuse", "--lr-hsi", str(lr_path), "--hr-msi", str(msi_path), "--checkpoint",
