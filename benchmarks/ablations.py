@@ -123,7 +123,8 @@ def selected(only: str | None) -> list[str]:
     return names
 
 
-def train_run(args: argparse.Namespace, run_dir: Path, options: Sequence[str]) -> tuple[int, float]:
+def train_argv(args: argparse.Namespace, run_dir: Path, options: Sequence[str]) -> list[str]:
+    """The ``csakd train`` arguments of one run: the shared setting, the widths, ``--extra``, then ``options``."""
     argv = ["train", "--data", str(args.train), "--val-data", str(args.val or args.test), "--srf", str(args.srf),
             "--out", str(run_dir), "--max-minutes", str(args.minutes), "--epochs", "100000",
             "--crop", str(args.crop), "--batch-size", str(args.batch_size), "--samples-per-epoch", "64",
@@ -131,9 +132,12 @@ def train_run(args: argparse.Namespace, run_dir: Path, options: Sequence[str]) -
             "--quiet"]
     if args.center_crop:
         argv += ["--center-crop", str(args.center_crop)]
-    argv += [*WIDTHS[args.widths], *args.extra, *options]  # later options win
+    return [*argv, *WIDTHS[args.widths], *args.extra, *options]  # later options win
+
+
+def train_run(args: argparse.Namespace, run_dir: Path, options: Sequence[str]) -> tuple[int, float]:
     t0 = time.monotonic()
-    code = csakd_main(argv)
+    code = csakd_main(train_argv(args, run_dir, options))
     return code, time.monotonic() - t0
 
 

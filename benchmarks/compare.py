@@ -29,7 +29,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ablations import WIDTHS
+from ablations import WIDTHS, train_argv
 from common import environment
 
 from csakd.cli import main as csakd_main
@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="folder for the runs and the evaluation (must not exist)")
     p.add_argument("--json", type=Path, required=True)
     p.add_argument("--md", type=Path, required=True)
+    p.set_defaults(extra=[])  # the ablation grid's shared training setting (ablations.train_argv), nothing added
     return p
 
 
@@ -74,17 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out.exists():
         p.error(f"{args.out} exists: give a new folder")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    shared = ["--data", str(args.train), "--val-data", str(args.val), "--srf", str(args.srf),
-              "--max-minutes", str(args.minutes), "--epochs", "100000", "--crop", str(args.crop),
-              "--batch-size", str(args.batch_size), "--samples-per-epoch", "64", "--val-every", "5",
-              "--device", args.device, "--recipe", args.recipe, "--seed", str(args.seed), "--quiet",
-              *WIDTHS[args.widths]]
-    if args.center_crop:
-        shared += ["--center-crop", str(args.center_crop)]
     commands: dict[str, list[str]] = {}
     runs: dict[str, dict] = {}
     for name, options in RUNS.items():
-        argv_run = ["train", *shared, "--out", str(args.out / name), *options]
+        argv_run = train_argv(args, args.out / name, options)
         commands[name] = ["csakd", *argv_run]
         t0 = time.monotonic()
         if csakd_main(argv_run):

@@ -146,11 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     json_path = args.json or args.out / "robustness.json"
     md_path = args.md or args.out / "robustness.md"
     png_path = args.png or args.out / "robustness.png"
-    # csakd eval names a checkpoint by its file's stem: link each under its name
-    links = args.out / "checkpoints"
-    links.mkdir(parents=True)
-    for name, path in named.items():
-        (links / f"{name}.pt").symlink_to(path)
+    args.out.mkdir(parents=True, exist_ok=True)
 
     t0 = time.monotonic()
     conds = conditions(args.snrs, args.shifts)
@@ -159,8 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         result_file = args.out / f"{cond['name']}.json"
         argv_eval = ["eval", "--data", str(args.test), "--device", args.device, "--figures", "0",
                      "--seed", str(args.seed), "--json", str(result_file)]
-        for name in named:
-            argv_eval += ["--checkpoint", str(links / f"{name}.pt")]
+        for name, path in named.items():
+            argv_eval += ["--checkpoint", f"{name}={path}"]
         if cond["snr"] is not None:
             argv_eval += ["--snr", str(cond["snr"])]
         if cond["shift"]:

@@ -261,6 +261,29 @@ def _write_yaml(path: Path, data: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- eval
+def _named_checkpoints(specs: Sequence[str], methods: Sequence[str]) -> dict[str, str]:
+    """``--checkpoint FILE`` or ``--checkpoint NAME=FILE`` -> {name: file}; a FILE is named by its stem.
+
+    Raises:
+        InputError: two checkpoints with one name (``runs/a/student.pt`` and ``runs/b/student.pt``), or a
+            name that is also a ``--method``: each would hide the other's row.
+    """
+    named: dict[str, str] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or "/" in name or os.sep in name or Path(spec).exists():
+            name, path = Path(spec).stem, spec
+        if name in named:
+            raise InputError(
+                f"two checkpoints are named {name!r} ({named[name]} and {path}): name them with "
+                f"--checkpoint NAME=FILE, e.g. --checkpoint kd={named[name]} --checkpoint plain={path}"
+            )
+        if name in methods or name == "bicubic":
+            raise InputError(f"checkpoint {path} is named {name!r}, like a baseline method: name it with NAME=FILE")
+        named[name] = path
+    return named
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
@@ -380,29 +403,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- fuse
-def _named_checkpoints(specs: Sequence[str], methods: Sequence[str]) -> dict[str, str]:
-    """``--checkpoint FILE`` or ``--checkpoint NAME=FILE`` -> {name: file}; a FILE is named by its stem.
-
-    Raises:
-        InputError: two checkpoints with one name (``runs/a/student.pt`` and ``runs/b/student.pt``), or a
-            name that is also a ``--method``: each would hide the other's row.
-    """
-    named: dict[str, str] = {}
-    for spec in specs:
-        name, sep, path = spec.partition("=")
-        if not sep or not name or "/" in name or os.sep in name or Path(spec).exists():
-            name, path = Path(spec).stem, spec
-        if name in named:
-            raise InputError(
-                f"two checkpoints are named {name!r} ({named[name]} and {path}): name them with "
-                f"--checkpoint NAME=FILE, e.g. --checkpoint kd={named[name]} --checkpoint plain={path}"
-            )
-        if name in methods or name == "bicubic":
-            raise InputError(f"checkpoint {path} is named {name!r}, like a baseline method: name it with NAME=FILE")
-        named[name] = path
-    return named
-
-
 def cmd_fuse(args: argparse.Namespace) -> int:
     runtime = args.runtime or ("onnx" if str(args.checkpoint).lower().endswith(".onnx") else "torch")
     t0 = time.perf_counter()

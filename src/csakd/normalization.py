@@ -78,8 +78,10 @@ class Normalization:
         return cls(**data)
 
 
-def to_network(x01: torch.Tensor) -> torch.Tensor:
-    """[0, 1] -> the networks' [-1, 1]."""
+def to_network(x01: torch.Tensor, *, inplace: bool = False) -> torch.Tensor:
+    """[0, 1] -> the networks' [-1, 1]; ``inplace`` overwrites ``x01`` (the same float operations)."""
+    if inplace:
+        return x01.mul_(2.0).sub_(1.0)
     return x01 * 2.0 - 1.0
 
 

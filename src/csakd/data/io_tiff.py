@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import warnings
 import xml.etree.ElementTree as ET
@@ -66,8 +67,6 @@ environment is used instead."""
 
 def gdal_env(rio: ModuleType) -> Any:
     """A ``rasterio.Env`` with csakd's GDAL block cache, unless the environment sets ``GDAL_CACHEMAX``."""
-    import os
-
     if os.environ.get("GDAL_CACHEMAX"):
         return rio.Env()
     return rio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB)

@@ -498,8 +498,9 @@ def fuse_tiled(
             block = out.float().cpu().numpy()
             for n, (i, j) in enumerate(tiles):
                 assembler.add(i, j, block[n])
-            del out, block, lr, msi  # not held through the next batch's forward pass (one window: 387 MB
-            bar.update(len(tiles))  # for 172 bands at 768x768)
+            # not held through the next batch's forward pass (one 768x768 window of 172 bands: 387 MB)
+            del out, block, lr, msi
+            bar.update(len(tiles))
     if assembler.pending:  # pragma: no cover - a planning bug, not a user error
         raise RuntimeError(f"tiled fusion left {len(assembler.pending)} blended regions unwritten")
     log.debug("tiled fusion held at most %d bytes of blended regions", assembler.pending_peak)
@@ -578,13 +579,10 @@ def fuse_tiled_arrays(
     model = loaded.model.to(dev).eval()
     f_hsi, f_msi = loaded.normalization.factors(lr)
     factor = np.float32(f_hsi.reshape(-1)[0].item())
-    writable = all(not isinstance(x, np.ndarray) or x.flags.writeable for x in (lr_hsi, hr_msi))
-    if inplace and writable:  # the same float32 operations as to_network(x / f), without a copy of the scene
-        lr_n = lr.div_(f_hsi).mul_(2.0).sub_(1.0)
-        msi_n = msi.div_(f_msi).mul_(2.0).sub_(1.0)
-    else:
-        lr_n = to_network(lr / f_hsi)
-        msi_n = to_network(msi / f_msi)
+    # in place, a large scene's inputs are held once; a read-only array (a memory map) is never written to
+    inplace = inplace and all(not isinstance(x, np.ndarray) or x.flags.writeable for x in (lr_hsi, hr_msi))
+    lr_n = to_network(lr.div_(f_hsi) if inplace else lr / f_hsi, inplace=True)
+    msi_n = to_network(msi.div_(f_msi) if inplace else msi / f_msi, inplace=True)
 
     def to_units(block: np.ndarray) -> np.ndarray:
         # the same float32 operations as fuse_arrays: (x + 1) * 0.5 * factor
