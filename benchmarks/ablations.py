@@ -82,6 +82,9 @@ GRID: dict[str, tuple[str, list[str]]] = {
     "offline": ("distillation", ["--mode", "offline"]),  # + --teacher-checkpoint of the teacher run
     "train-snr-35": ("training noise", ["--train-snr", "35"]),
     "mixed-alignment": ("training alignment", ["--mixed-alignment"]),
+    "residual-bicubic": ("residual base", ["--residual", "bicubic"]),
+    "residual-regression": ("residual base", ["--residual", "regression"]),
+    "residual-none": ("residual base", ["--residual", "none"]),
 }
 TEACHER_RUN = "teacher-offline"
 METRICS = ("psnr", "sam", "ergas", "rmse", "ssim")

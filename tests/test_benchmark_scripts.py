@@ -149,8 +149,12 @@ def test_compare_tabulates_baselines_teacher_and_both_students(tiny_data, tmp_pa
     assert set(record["complexity"]) == {"teacher", "student", "student-no-kd"}
     assert record["complexity"]["teacher"]["params"] > record["complexity"]["student"]["params"]
     assert record["complexity"]["student"]["params"] == record["complexity"]["student-no-kd"]["params"]
-    # the two students are different networks: distillation changed what the student learned
-    assert record["methods"]["student"]["psnr"] != record["methods"]["student-no-kd"]["psnr"]
+    # the two students are different networks: distillation changed what the student learned (their best
+    # checkpoints may both be epoch 0, the residual base, on this easy synthetic scene; the last ones differ)
+    from csakd.train.checkpoint import read_payload
+
+    kd, plain = (read_payload(out / run / "last.pt")["models"]["student"] for run in ("kd", "plain"))
+    assert any(not np.array_equal(kd[k].numpy(), plain[k].numpy()) for k in kd)
     assert "--mode student" in record["commands"]["plain"] and "student-no-kd=" in record["commands"]["eval"]
     md = md_path.read_text()
     assert "| student-no-kd |" in md and "| gsa |" in md and "csakd eval" in md

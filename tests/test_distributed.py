@@ -217,12 +217,14 @@ def test_an_epoch_without_noise_does_not_depend_on_the_world_size(two_ranks: Pat
         for name, value in ours["models"][role].items():
             torch.testing.assert_close(theirs["models"][role][name], value, rtol=1e-5, atol=1e-6)
 
-    # rank 0 alone wrote the log: one train record (the mean over all 16 samples) and one per validated model
+    # rank 0 alone wrote the log: the networks as initialised (epoch 0: their residual base), then one train
+    # record (the mean over all 16 samples) and one per validated model
     def records(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
 
     mine, ddp = records(tmp_path), records(two_ranks / "fit")
-    assert [r["kind"] for r in ddp] == [r["kind"] for r in mine] == ["train", "val/teacher", "val/student"]
+    assert [r["kind"] for r in ddp] == [r["kind"] for r in mine] == [
+        "val/teacher", "val/student", "train", "val/teacher", "val/student"]
     for a, b in zip(mine, ddp, strict=True):
         assert a.keys() == b.keys()
         for key in a:
@@ -253,7 +255,7 @@ def test_resume_on_another_number_of_processes(two_ranks: Path, single_process: 
     assert after["epoch"] == 2 and after["world_size"] == 1
     assert any(not torch.equal(before["student"][k], v) for k, v in after["models"]["student"].items())
     epochs = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert epochs == [1, 1, 1, 2, 2, 2]
+    assert epochs == [0, 0, 1, 1, 1, 2, 2, 2]
 
 
 def test_offline_distillation_on_two_ranks(two_ranks: Path) -> None:
@@ -262,7 +264,7 @@ def test_offline_distillation_on_two_ranks(two_ranks: Path) -> None:
     state = read_payload(run / "last.pt")
     assert set(state["models"]) == {"student"} and state["world_size"] == 2
     kinds = [json.loads(line)["kind"] for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert kinds == ["train", "val/teacher", "val/student"]
+    assert kinds == ["val/teacher", "val/student", "train", "val/teacher", "val/student"]  # epoch 0 first
 
 
 # ------------------------------------------------------------------------------------- checks before any work

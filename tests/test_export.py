@@ -86,6 +86,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict
     ("fusion", "attention", "residual"),
     [
         ("csa", "normalized", "bicubic"),
+        ("csa", "normalized", "regression"),  # the regression base: float64 sums, unrolled Cholesky
         ("csa", "paper", "bicubic"),
         ("csa", "reference", "none"),  # the paper's network exactly
         ("cross_attention", "normalized", "bicubic"),

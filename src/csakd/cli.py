@@ -197,6 +197,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                                    samples_per_epoch=cfg.samples_per_epoch, max_shift=max_shift, seed=cfg.seed)
         val_set = SimulatedPairs([c.data for c in val_cubes], deg) if val_cubes else None
         bands, msi_bands = train_cubes[0].data.shape[0], deg.response.matrix.shape[0]
+        first = None
         wl = train_cubes[0].wavelengths
         wavelengths = None if wl is None else [float(w) for w in wl]
         response, degradation = deg.response.to_dict(), deg.config.to_dict()
@@ -205,7 +206,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             Normalization("fixed", float(args.normalize), float(args.normalize)))
         data_info = {"train": [str(f) for f in train_files], "val": [str(f) for f in val_files],
                      "center_crop": args.center_crop, "normalize": args.normalize}
-    shape = {"bands": int(bands), "msi_bands": int(msi_bands), "scale": args.scale}
+    shape = {"bands": int(bands), "msi_bands": int(msi_bands), "scale": args.scale,
+             **_base_degradation(args, None if args.aviris else deg, first if args.aviris else None)}
     teacher = preset_config(args.teacher_preset, paper=paper, **shape, **model_overrides,
                             **({"blocks": args.teacher_blocks} if args.teacher_blocks else {}))
     student = preset_config(args.student_preset, paper=paper, **shape, **model_overrides,
@@ -250,6 +252,32 @@ def cmd_train(args: argparse.Namespace) -> int:
             return code
     _json_out(args.json, summary)
     return 0
+
+
+def _base_degradation(args: argparse.Namespace, deg: Any, first_pair: dict[str, Any] | None) -> dict[str, Any]:
+    """The degradation the networks' residual base assumes: the decimation phase and the blur of the simulated
+    pairs (a PSF as the Gaussian of the same second moment); for ready-made pairs (``--aviris``) with a
+    ``regression`` residual, the Gaussian estimated from the first training pair at ``--phase``."""
+    from csakd.models.detail import moment_sigma
+
+    if deg is not None:
+        if deg.config.psf is None:
+            return {"residual_phase": deg.config.phase, "blur_size": deg.config.blur_size,
+                    "blur_sigma": float(deg.config.blur_sigma)}
+        size, sigma = int(max(deg.kernel.shape)) | 1, moment_sigma(deg.kernel)
+        log.info("residual base: the PSF %s as a Gaussian of sigma %.3f HR pixels (%d taps)", deg.config.psf, sigma,
+                 size)
+        return {"residual_phase": deg.config.phase, "blur_size": size, "blur_sigma": sigma}
+    if args.residual != "regression" or first_pair is None:
+        return {"residual_phase": args.phase}
+    from csakd.baselines._common import estimate_gaussian_blur
+
+    lr = torch.as_tensor(first_pair["lr_hsi"]).double()
+    msi = torch.as_tensor(first_pair["hr_msi"]).double()
+    sigma, kernel = estimate_gaussian_blur(lr, msi, args.scale, args.phase)
+    log.info("residual base: the LR-HSI's blur estimated from the first training pair: a Gaussian of sigma %.3f "
+             "HR pixels (%d taps), phase %d", sigma, kernel.shape[0], args.phase)
+    return {"residual_phase": args.phase, "blur_size": int(kernel.shape[0]) | 1, "blur_sigma": float(sigma)}
 
 
 def _write_yaml(path: Path, data: dict[str, Any]) -> None:
@@ -631,7 +659,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the student's head: paper (3x3, 3x3 C->C) or compact (3x3 nf->nf, 1x1 nf->C)")
     m.add_argument("--fusion", choices=["none", "sigmoid", "cross_attention", "csa", "concat_gating"])
     m.add_argument("--attention", choices=["reference", "paper", "normalized"])
-    m.add_argument("--residual", choices=["none", "bicubic"])
+    m.add_argument("--residual", choices=["none", "bicubic", "regression"],
+                   help="the base the head's output is added to: bicubic upsampling of the LR-HSI, or that plus "
+                        "the HR-MSI's detail regressed onto the HSI bands (regression); none = the paper's")
     m.add_argument("--nf", type=int)
     m.add_argument("--gc", type=int)
     w = p.add_argument_group("loss weights (0 switches a term off)")

@@ -585,7 +585,7 @@ def _fit_scene(lr_path: Path, msi_path: Path, out: Path, rdir: Path, opts: FitOp
 
     # ------------------------------------------------------------------ fit
     t0 = time.perf_counter()
-    model_cfg = replace(model_cfg, residual_phase=est.phase)
+    model_cfg = replace(model_cfg, residual_phase=est.phase, blur_size=int(est.kernel.shape[0]), blur_sigma=est.sigma)
     deg_cfg = DegradationConfig(scale=scale, blur_size=int(est.kernel.shape[0]), blur_sigma=est.sigma,
                                 phase=est.phase)
     per_epoch, epochs = _training_budget(opts)

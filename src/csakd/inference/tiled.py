@@ -69,6 +69,7 @@ import torch
 from csakd.data.cube import Cube, GeoInfo
 from csakd.errors import CsakdError, InputError
 from csakd.models.config import ModelConfig
+from csakd.models.detail import detail_reach
 from csakd.models.dts import DTSNet
 from csakd.train.checkpoint import LoadedModel
 
@@ -115,7 +116,9 @@ def receptive_field(config: ModelConfig) -> int:
       pixel exactly, even scales from 4 up read four pixels inside the cell);
     - joint HR stream: ``s + 1 + 15 n_hr`` (bilinear upsampling reads the neighbouring LR pixel; ``n_hr = 0``
       when the joint-HR blocks are not applied);
-    - then ``+ 2`` for the head; the bicubic residual reads two LR pixels each way (``2 s``).
+    - then ``+ 2`` for the head; the bicubic residual reads two LR pixels each way (``2 s``), the
+      ``regression`` residual its local windows and the MSI's blur
+      (:func:`csakd.models.detail.detail_reach`).
 
     The result is the largest of these, rounded up to a multiple of ``s``. The student preset (blocks 1, 4,
     4, 1 at x4) gives 248; the teacher (6, 6, 4, 4), 368.
@@ -129,6 +132,8 @@ def receptive_field(config: ModelConfig) -> int:
     reach = max(hsi, msi, joint_lr, joint_hr) + 2
     if config.residual == "bicubic":
         reach = max(reach, 2 * s)
+    if config.residual == "regression":
+        reach = max(reach, detail_reach(s, config.blur_size, config.detail_radius))
     return _round_up(reach, s)
 
 

@@ -10,12 +10,12 @@ from csakd.errors import InputError
 
 FusionKind = Literal["none", "sigmoid", "cross_attention", "csa", "concat_gating"]
 AttentionKind = Literal["reference", "paper", "normalized"]
-ResidualKind = Literal["none", "bicubic"]
+ResidualKind = Literal["none", "bicubic", "regression"]
 HeadKind = Literal["paper", "compact"]
 
 FUSIONS: tuple[str, ...] = ("none", "sigmoid", "cross_attention", "csa", "concat_gating")
 ATTENTIONS: tuple[str, ...] = ("reference", "paper", "normalized")
-RESIDUALS: tuple[str, ...] = ("none", "bicubic")
+RESIDUALS: tuple[str, ...] = ("none", "bicubic", "regression")
 HEADS: tuple[str, ...] = ("paper", "compact")
 
 
@@ -43,9 +43,14 @@ class ModelConfig:
             ``normalized`` (Q and K L2-normalised over the pixels, learned per-head temperature).
         heads, attn_dim: attention heads and total Q/K/V width (4 heads of 16 in the paper).
         residual: ``bicubic`` adds the head's output to a bicubic upsampling of the LR-HSI (in phase with
-            the decimation at ``residual_phase``); ``none`` is the paper's network.
+            the decimation at ``residual_phase``); ``regression`` to that upsampling plus the HR-MSI's
+            detail mapped to the HSI bands by a per-image least-squares regression
+            (:mod:`csakd.models.detail`); ``none`` is the paper's network.
         residual_phase: the decimation phase the bicubic base is aligned with (LR pixel i sits at HR pixel
             ``scale * i + residual_phase``).
+        blur_size, blur_sigma: the Gaussian blur (taps, HR pixels) the ``regression`` base assumes for the
+            LR-HSI's degradation: the training degradation's (``csakd train`` sets them).
+        detail_radius: the radius (LR pixels) of the ``regression`` base's local windows.
         head: ``paper`` (3x3 conv nf -> C, LeakyReLU, 3x3 conv C -> C: at 172 bands the last convolution
             alone is 17.4 GMACs of a 256x256 image) or ``compact`` (3x3 conv nf -> nf, LeakyReLU, 1x1 conv
             nf -> C: the spectral correction is a combination of nf feature maps; for small CPU models).
@@ -64,8 +69,11 @@ class ModelConfig:
     attention: AttentionKind = "normalized"
     heads: int = 4
     attn_dim: int = 64
-    residual: ResidualKind = "bicubic"
+    residual: ResidualKind = "regression"
     residual_phase: int = 0
+    blur_size: int = 9
+    blur_sigma: float = 2.0
+    detail_radius: int = 2
     head: HeadKind = "paper"
     name: str = field(default="custom")
 
@@ -93,6 +101,15 @@ class ModelConfig:
             raise InputError(f"head={self.head!r}: expected one of {', '.join(HEADS)}")
         if self.attn_dim % self.heads:
             raise InputError(f"attn_dim={self.attn_dim} is not divisible by heads={self.heads}")
+        if not isinstance(self.blur_size, int) or isinstance(self.blur_size, bool) or self.blur_size < 1 \
+                or self.blur_size % 2 == 0:
+            raise InputError(f"blur_size={self.blur_size!r}: expected a positive odd number of taps")
+        if isinstance(self.blur_sigma, bool) or not isinstance(self.blur_sigma, (int, float)) \
+                or not math.isfinite(self.blur_sigma) or self.blur_sigma <= 0:
+            raise InputError(f"blur_sigma={self.blur_sigma!r}: expected a positive number of HR pixels")
+        if not isinstance(self.detail_radius, int) or isinstance(self.detail_radius, bool) or self.detail_radius < 1:
+            raise InputError(f"detail_radius={self.detail_radius!r}: expected a positive number of LR pixels (a "
+                             "window of one pixel has no variance to regress on)")
         if not 0 <= self.residual_phase < self.scale:
             raise InputError(f"residual_phase={self.residual_phase}: expected 0..{self.scale - 1}")
         groups = self.resolved_hsi_groups()

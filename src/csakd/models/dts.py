@@ -5,8 +5,10 @@ HR-MSI), the joint HR stream (LR-HSI upsampled bilinearly, concatenated with the
 stream (LR-HSI concatenated with the HR-MSI downsampled bicubically). LR-grid streams are upsampled to HR
 by nearest neighbour; a fusion module combines the four; a head (3x3 conv nf -> C, LeakyReLU(0.2), 3x3 conv
 C -> C without bias; or, ``head="compact"``, 3x3 conv nf -> nf and 1x1 conv nf -> C) gives the HR-HSI,
-optionally as a residual over an in-phase bicubic upsampling of the LR-HSI (then the head's last convolution
-starts at zero, so training starts from the bicubic image).
+optionally as a residual over an in-phase bicubic upsampling of the LR-HSI (``residual="bicubic"``) or over
+that upsampling plus the HR-MSI's detail, locally regressed onto the HSI bands (``residual="regression"``,
+:mod:`csakd.models.detail`);
+with a residual the head's last convolution starts at zero, so training starts from the base image.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from csakd.degradation.spatial import upsample_in_phase
 from csakd.errors import InputError
 from csakd.models.blocks import NEGATIVE_SLOPE, Stream, conv3x3
 from csakd.models.config import ModelConfig
+from csakd.models.detail import DetailBase, check_size
 from csakd.models.fusion import ChannelCrossAttention, build_fusion, find_attention
 
 
@@ -53,8 +56,13 @@ class DTSNet(nn.Module):
             self.head = nn.Sequential(
                 conv3x3(nf, c), nn.LeakyReLU(NEGATIVE_SLOPE, inplace=True), conv3x3(c, c, bias=False)
             )
-        if config.residual == "bicubic":
-            # start exactly at the bicubic base: the network learns a correction to it
+        self.detail_base = (
+            DetailBase(m, config.scale, config.residual_phase, config.blur_size, config.blur_sigma,
+                       config.detail_radius)
+            if config.residual == "regression" else None
+        )
+        if config.residual != "none":
+            # start exactly at the base image: the network learns a correction to it
             last = self.head[2]
             assert isinstance(last, nn.Conv2d)
             nn.init.zeros_(last.weight)
@@ -78,6 +86,11 @@ class DTSNet(nn.Module):
                 f"hr_msi is {hr_msi.shape[-2]}x{hr_msi.shape[-1]} but lr_hsi is {h}x{w}: at scale {cfg.scale} "
                 f"the HR-MSI must be {h * cfg.scale}x{w * cfg.scale}"
             )
+        if self.detail_base is not None:
+            problem = check_size(int(hr_msi.shape[-2]), int(hr_msi.shape[-1]), cfg.scale, cfg.blur_size,
+                                 cfg.detail_radius)
+            if problem:
+                raise InputError(problem)
 
     def streams(
         self, lr_hsi: torch.Tensor, hr_msi: torch.Tensor
@@ -146,7 +159,9 @@ class DTSNet(nn.Module):
             self._require_attention()
             features = self.fusion(*self.streams(lr_hsi, hr_msi), attention=attention)
         out = self.head(features)
-        if self.config.residual == "bicubic":
+        if self.detail_base is not None:
+            out = self.detail_base(out, lr_hsi, hr_msi)
+        elif self.config.residual == "bicubic":
             out = self._add_base(out, lr_hsi)
         return out, features
 

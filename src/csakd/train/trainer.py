@@ -460,6 +460,10 @@ class Trainer:
         bar = tqdm(total=total_steps, initial=self.step, disable=not (self.progress and self.dist.is_main),
                    unit="step", dynamic_ncols=True)
         try:
+            if self.step == 0 and self.epoch == 0 and self._starts_from_a_base():
+                # epoch 0: the networks as initialised are their residual base exactly, so the best
+                # checkpoints are never worse on validation than the base itself (a short budget can be)
+                self._validate_and_save()
             while not stop:
                 running: dict[str, float] = {}
                 n = 0
@@ -500,6 +504,14 @@ class Trainer:
                        "best": self.best_metrics()}
         result: dict[str, Any] = ddp.broadcast_object(summary, self.dist)
         return result
+
+    def _starts_from_a_base(self) -> bool:
+        """Whether some trained network starts as its residual base (a zero head) and there is validation data."""
+        if self.val_set is None:
+            return False
+        nets = [net for role, net in (("teacher", self.teacher), ("student", self.student))
+                if net is not None and not (role == "teacher" and self.frozen_teacher)]
+        return any(getattr(net, "config", None) is not None and net.config.residual != "none" for net in nets)
 
     def _clock(self, started: float) -> float:
         """Seconds since ``started`` (monotonic); the largest over the ranks, so that all agree."""
