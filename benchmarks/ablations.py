@@ -85,6 +85,7 @@ GRID: dict[str, tuple[str, list[str]]] = {
     "residual-bicubic": ("residual base", ["--residual", "bicubic"]),
     "residual-regression": ("residual base", ["--residual", "regression"]),
     "residual-none": ("residual base", ["--residual", "none"]),
+    "lr-1e-4": ("learning rate", ["--lr-teacher", "1e-4", "--lr-student", "1e-4"]),
 }
 TEACHER_RUN = "teacher-offline"
 METRICS = ("psnr", "sam", "ergas", "rmse", "ssim")

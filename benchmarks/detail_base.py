@@ -1,17 +1,17 @@
 """How good is each residual base on its own (no training): bicubic upsampling, GSA, one regression of the
-LR-HSI on the degraded MSI over the whole image, and the ``regression`` base's local windows of several radii.
+LR-HSI on the degraded MSI over the whole image, and the ``regression`` base's local windows of several radii
+(``--cnmf`` adds CNMF, given the true response and blur).
 
 On the cave256-x4 protocol (each scene's centre crop divided by its maximum, the Nikon D700 response, a 9x9
 Gaussian blur of sigma 2, x4), per scene and averaged; JSON with the machine, versions and date::
 
-    python benchmarks/detail_base.py --cave ../shared/data/cave --srf ../shared/data/srf/nikon_d700.csv \
+    python benchmarks/detail_base.py --cave ../shared/data/cave --srf ../shared/data/srf/nikon_d700.csv --cnmf \
         --json benchmarks/results/detail_base_cave.json
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from common import environment
 
-from csakd.baselines import gsa
+from csakd.baselines import cnmf, gsa
 from csakd.data import read_cube
 from csakd.degradation import Degradation, DegradationConfig
 from csakd.degradation.spatial import upsample_in_phase
@@ -46,6 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--srf", required=True)
     p.add_argument("--center-crop", type=int, default=256)
     p.add_argument("--radii", default="1,2,3,4,6", help="local window radii in LR pixels (default 1,2,3,4,6)")
+    p.add_argument("--cnmf", action="store_true", help="add CNMF (given the response and blur; ~30 s per scene)")
     p.add_argument("--json", type=Path, required=True)
     args = p.parse_args(argv)
     scenes = sorted(d for d in args.cave.iterdir() if d.is_dir())
@@ -68,6 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         t0 = time.perf_counter()
         results["gsa"] = torch.as_tensor(gsa(lr, msi, 4, blur_kernel=deg.kernel))
         seconds["gsa"] = seconds.get("gsa", 0.0) + time.perf_counter() - t0
+        if args.cnmf:
+            t0 = time.perf_counter()
+            results["cnmf"] = torch.as_tensor(cnmf(lr, msi, 4, response=deg.response.matrix, blur_kernel=deg.kernel))
+            seconds["cnmf"] = seconds.get("cnmf", 0.0) + time.perf_counter() - t0
         for radius in radii:
             model = create_model("lite", bands=x.shape[0], msi_bands=msi.shape[0], residual="regression",
                                  detail_radius=radius).eval()

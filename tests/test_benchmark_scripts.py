@@ -209,3 +209,25 @@ def test_pack_cave_gives_the_same_training_cubes_in_a_third_of_the_bytes(tmp_pat
     assert again.peak == original.peak
     with pytest.raises(SystemExit):  # an existing folder is not written into
         pack_cave.main(["--cave", str(one), "--out", str(out)])
+
+
+def test_detail_base_tabulates_each_base_alone(tmp_path) -> None:
+    from tests.conftest import shared_path
+
+    cave = shared_path("data", "cave")
+    one = tmp_path / "one"
+    one.mkdir()
+    (one / "watercolors_ms").symlink_to(cave / "watercolors_ms")
+    detail_base = load_script("detail_base")
+    out = tmp_path / "base.json"
+    assert detail_base.main(["--cave", str(one), "--srf", str(shared_path("data", "srf", "nikon_d700.csv")),
+                             "--center-crop", "128", "--radii", "2", "--json", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["scenes"] == ["watercolors_ms"] and {"date", "machine", "versions"} <= set(record["environment"])
+    mean = record["mean"]
+    assert set(mean) == {"bicubic", "gsa", "whole-image regression", "local r=2"}
+    # the MSI's detail is worth several dB over upsampling alone, whichever way it is mapped
+    for name in ("gsa", "whole-image regression", "local r=2"):
+        assert mean[name]["psnr"] > mean["bicubic"]["psnr"] + 5, name
+    # one regression over the whole image is GSA's synthetic-pan detail: the two agree closely
+    assert abs(mean["whole-image regression"]["psnr"] - mean["gsa"]["psnr"]) < 0.5

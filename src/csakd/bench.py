@@ -134,18 +134,22 @@ def bench(
     train_step: bool = False,
     paper: bool = False,
     onnx: bool = True,
+    residual: str | None = None,
 ) -> dict[str, Any]:
-    """Benchmark one preset; returns a JSON-able dict (see the module docstring)."""
+    """Benchmark one preset (``residual`` overrides its residual base); returns a JSON-able dict (see the module
+    docstring)."""
     dev = resolve_device(device)
-    cfg = preset_config(preset, paper=paper, bands=bands, msi_bands=msi_bands, scale=scale)
+    cfg = preset_config(preset, paper=paper, bands=bands, msi_bands=msi_bands, scale=scale,
+                        **({"residual": residual} if residual else {}))
     torch.manual_seed(0)
     model = DTSNet(cfg)
-    with torch.no_grad():  # the bicubic-residual head starts at zero; give it weights so every path computes
+    with torch.no_grad():  # a residual network's head starts at zero; give it weights so every path computes
         for p in model.head.parameters():
             p.normal_(0, 1e-3)
     threads = torch.get_num_threads()
     result: dict[str, Any] = {
-        "preset": preset, "paper": paper, "bands": bands, "msi_bands": msi_bands, "scale": scale, "size": size,
+        "preset": preset, "paper": paper, "residual": cfg.residual, "bands": bands, "msi_bands": msi_bands,
+        "scale": scale, "size": size,
         "device": str(dev), "threads": threads, "params": count_params(model), "macs": count_macs(cfg, size),
         "paths": {},
     }

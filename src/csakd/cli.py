@@ -207,7 +207,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         data_info = {"train": [str(f) for f in train_files], "val": [str(f) for f in val_files],
                      "center_crop": args.center_crop, "normalize": args.normalize}
     shape = {"bands": int(bands), "msi_bands": int(msi_bands), "scale": args.scale,
-             **_base_degradation(args, None if args.aviris else deg, first if args.aviris else None)}
+             **_base_degradation(args, None if args.aviris else deg, first if args.aviris else None,
+                                 preset_config(args.student_preset, paper=paper, **model_overrides).residual)}
     teacher = preset_config(args.teacher_preset, paper=paper, **shape, **model_overrides,
                             **({"blocks": args.teacher_blocks} if args.teacher_blocks else {}))
     student = preset_config(args.student_preset, paper=paper, **shape, **model_overrides,
@@ -254,10 +255,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _base_degradation(args: argparse.Namespace, deg: Any, first_pair: dict[str, Any] | None) -> dict[str, Any]:
+def _base_degradation(args: argparse.Namespace, deg: Any, first_pair: dict[str, Any] | None,
+                      residual: str | None = None) -> dict[str, Any]:
     """The degradation the networks' residual base assumes: the decimation phase and the blur of the simulated
     pairs (a PSF as the Gaussian of the same second moment); for ready-made pairs (``--aviris``) with a
-    ``regression`` residual, the Gaussian estimated from the first training pair at ``--phase``."""
+    ``regression`` residual (``residual``, else ``--residual``), the Gaussian estimated from the first training
+    pair at ``--phase``."""
     from csakd.models.detail import moment_sigma
 
     if deg is not None:
@@ -268,8 +271,10 @@ def _base_degradation(args: argparse.Namespace, deg: Any, first_pair: dict[str, 
         log.info("residual base: the PSF %s as a Gaussian of sigma %.3f HR pixels (%d taps)", deg.config.psf, sigma,
                  size)
         return {"residual_phase": deg.config.phase, "blur_size": size, "blur_sigma": sigma}
-    if args.residual != "regression" or first_pair is None:
+    if (residual or args.residual) != "regression" or first_pair is None:
         return {"residual_phase": args.phase}
+    import torch
+
     from csakd.baselines._common import estimate_gaussian_blur
 
     lr = torch.as_tensor(first_pair["lr_hsi"]).double()
@@ -560,7 +565,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     result = bench(args.preset, bands=args.bands, msi_bands=args.msi_bands, scale=args.scale, size=args.size,
                    device=args.device, batches=args.batches, repeats=args.repeats, warmup=args.warmup,
-                   train_step=args.train_step, paper=args.paper, onnx=not args.no_onnx)
+                   train_step=args.train_step, paper=args.paper, onnx=not args.no_onnx, residual=args.residual)
     from csakd.envinfo import environment
 
     result.update(environment())
@@ -781,6 +786,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="latency, throughput, memory and training-step time of a preset")
     p.add_argument("--preset", default="student", help="teacher, student or lite")
     p.add_argument("--paper", action="store_true", help="the paper's exact network")
+    p.add_argument("--residual", choices=["none", "bicubic", "regression"],
+                   help="the residual base (default: the preset's, regression)")
     p.add_argument("--device", default="auto")
     p.add_argument("--bands", type=int, default=172)
     p.add_argument("--msi-bands", type=int, default=4)

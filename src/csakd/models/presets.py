@@ -59,7 +59,8 @@ def preset_config(name: str, *, paper: bool = False, **overrides: Any) -> ModelC
     """The config of preset ``name`` with ``overrides`` applied.
 
     ``paper=True`` gives the paper's network exactly (the reference's attention, no global residual);
-    otherwise the presets use csakd's defaults (normalised attention, residual over in-phase bicubic).
+    otherwise the presets use csakd's defaults (normalised attention, the ``regression`` residual base: in-phase
+    bicubic upsampling plus the HR-MSI's locally regressed detail, :mod:`csakd.models.detail`).
     """
     if name not in _PRESETS:
         raise InputError(f"unknown model preset {name!r}: expected one of {', '.join(list_models())}")
