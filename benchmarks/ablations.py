@@ -173,6 +173,8 @@ def one_entry(args: argparse.Namespace, name: str, group: str, options: list[str
         return row
     summary = json.loads((run_dir / "summary.json").read_text())
     row["epochs"], row["steps"] = summary.get("epochs"), summary.get("steps")
+    # the epoch of the checkpoint kept (0: the network as initialised, i.e. its residual base)
+    row["best_epoch"] = summary.get("best", {}).get(role, {}).get("epoch")
     code, result = eval_run(args, run_dir / f"{role}.pt", run_dir)
     if code:
         row["error"] = f"csakd eval exited with {code}"
@@ -184,24 +186,29 @@ def one_entry(args: argparse.Namespace, name: str, group: str, options: list[str
     return row
 
 
+def _blank(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
 def markdown(rows: list[dict[str, Any]], header: str) -> str:
     lines = [header, "", "| entry | group | options | PSNR dB | SAM deg | ERGAS | RMSE | SSIM | params | epochs | "
-             "train s |", "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "best epoch | train s |", "| --- | --- | --- |" + " ---: |" * 9]
 
     def f(v: Any, digits: int) -> str:
         return "" if v is None else f"{v:.{digits}f}"
 
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['name']} | {r['group']} | `{r['options']}` | {r['error']} | | | | | | | |")
+            lines.append(f"| {r['name']} | {r['group']} | `{r['options']}` | {r['error']} | | | | | | | | |")
             continue
         lines.append(f"| {r['name']} | {r['group']} | `{r['options']}` | {f(r.get('psnr'), 2)} | "
                      f"{f(r.get('sam'), 3)} | {f(r.get('ergas'), 3)} | {f(r.get('rmse'), 4)} | {f(r.get('ssim'), 4)} | "
-                     f"{r.get('params') or ''} | {r.get('epochs') or ''} | {r.get('train_seconds')} |")
+                     f"{r.get('params') or ''} | {r.get('epochs') or ''} | {_blank(r.get('best_epoch'))} | "
+                     f"{r.get('train_seconds')} |")
     bic = next((r["bicubic"] for r in rows if "bicubic" in r), None)
     if bic:
         lines.append(f"| bicubic | reference | | {f(bic.get('psnr'), 2)} | {f(bic.get('sam'), 3)} | "
-                     f"{f(bic.get('ergas'), 3)} | {f(bic.get('rmse'), 4)} | {f(bic.get('ssim'), 4)} | 0 | | |")
+                     f"{f(bic.get('ergas'), 3)} | {f(bic.get('rmse'), 4)} | {f(bic.get('ssim'), 4)} | 0 | | | |")
     return "\n".join(lines) + "\n"
 
 
