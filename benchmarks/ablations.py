@@ -86,6 +86,8 @@ GRID: dict[str, tuple[str, list[str]]] = {
     "residual-regression": ("residual base", ["--residual", "regression"]),
     "residual-none": ("residual base", ["--residual", "none"]),
     "lr-1e-4": ("learning rate", ["--lr-teacher", "1e-4", "--lr-student", "1e-4"]),
+    "residual-scale-0.1": ("residual scale", ["--residual-scale", "0.1"]),
+    "residual-scale-0.02": ("residual scale", ["--residual-scale", "0.02"]),
 }
 TEACHER_RUN = "teacher-offline"
 METRICS = ("psnr", "sam", "ergas", "rmse", "ssim")

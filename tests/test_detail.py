@@ -307,3 +307,16 @@ def test_ready_made_pairs_get_the_blur_estimated_from_the_first_pair() -> None:
     assert _base_degradation(argparse.Namespace(residual="bicubic", phase=0, scale=4), None, pair) == {
         "residual_phase": 0}
     assert _base_degradation(args, deg, None) == {"residual_phase": 0, "blur_size": 11, "blur_sigma": 1.5}
+
+
+def test_residual_scale_multiplies_the_correction_only() -> None:
+    lr, msi = random_pair(6, 3, 8, 8, 4, seed=11)
+    full = base_model(head_std=0.05)
+    scaled = base_model(residual_scale=0.1)
+    scaled.load_state_dict(full.state_dict())
+    zero = base_model()
+    with torch.no_grad():
+        base = zero(lr, msi)[0]
+        torch.testing.assert_close(scaled(lr, msi)[0] - base, 0.1 * (full(lr, msi)[0] - base), rtol=1e-4, atol=1e-6)
+    with pytest.raises(InputError, match="residual_scale=0"):
+        ModelConfig(residual_scale=0)

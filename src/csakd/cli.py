@@ -162,7 +162,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     paper = cfg.recipe == "paper"
     model_overrides: dict[str, Any] = {}
-    for key in ("fusion", "attention", "residual", "nf", "gc"):
+    for key in ("fusion", "attention", "residual", "residual_scale", "nf", "gc"):
         if getattr(args, key) is not None:
             model_overrides[key] = getattr(args, key)
 
@@ -667,6 +667,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--residual", choices=["none", "bicubic", "regression"],
                    help="the base the head's output is added to: bicubic upsampling of the LR-HSI, or that plus "
                         "the HR-MSI's detail regressed onto the HSI bands (regression); none = the paper's")
+    m.add_argument("--residual-scale", type=float,
+                   help="multiply the head's output by this before adding it to the base (default 1)")
     m.add_argument("--nf", type=int)
     m.add_argument("--gc", type=int)
     w = p.add_argument_group("loss weights (0 switches a term off)")

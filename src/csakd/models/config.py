@@ -51,6 +51,10 @@ class ModelConfig:
         blur_size, blur_sigma: the Gaussian blur (taps, HR pixels) the ``regression`` base assumes for the
             LR-HSI's degradation: the training degradation's (``csakd train`` sets them).
         detail_radius: the radius (LR pixels) of the ``regression`` base's local windows.
+        residual_scale: the head's output is multiplied by this before it is added to the base. Adam moves
+            every weight by about the learning rate per step whatever the gradient's size, so the first
+            steps change a zero-started head's output by much more than a good base's error; a smaller
+            scale makes those changes proportionally smaller.
         head: ``paper`` (3x3 conv nf -> C, LeakyReLU, 3x3 conv C -> C: at 172 bands the last convolution
             alone is 17.4 GMACs of a 256x256 image) or ``compact`` (3x3 conv nf -> nf, LeakyReLU, 1x1 conv
             nf -> C: the spectral correction is a combination of nf feature maps; for small CPU models).
@@ -74,6 +78,7 @@ class ModelConfig:
     blur_size: int = 9
     blur_sigma: float = 2.0
     detail_radius: int = 2
+    residual_scale: float = 1.0
     head: HeadKind = "paper"
     name: str = field(default="custom")
 
@@ -110,6 +115,9 @@ class ModelConfig:
         if not isinstance(self.detail_radius, int) or isinstance(self.detail_radius, bool) or self.detail_radius < 1:
             raise InputError(f"detail_radius={self.detail_radius!r}: expected a positive number of LR pixels (a "
                              "window of one pixel has no variance to regress on)")
+        if isinstance(self.residual_scale, bool) or not isinstance(self.residual_scale, (int, float)) \
+                or not math.isfinite(self.residual_scale) or self.residual_scale <= 0:
+            raise InputError(f"residual_scale={self.residual_scale!r}: expected a positive number")
         if not 0 <= self.residual_phase < self.scale:
             raise InputError(f"residual_phase={self.residual_phase}: expected 0..{self.scale - 1}")
         groups = self.resolved_hsi_groups()

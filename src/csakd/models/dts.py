@@ -159,6 +159,8 @@ class DTSNet(nn.Module):
             self._require_attention()
             features = self.fusion(*self.streams(lr_hsi, hr_msi), attention=attention)
         out = self.head(features)
+        if self.config.residual_scale != 1.0:
+            out = out * self.config.residual_scale
         if self.detail_base is not None:
             out = self.detail_base(out, lr_hsi, hr_msi)
         elif self.config.residual == "bicubic":
