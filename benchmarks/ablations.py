@@ -88,6 +88,7 @@ GRID: dict[str, tuple[str, list[str]]] = {
     "lr-1e-4": ("learning rate", ["--lr-teacher", "1e-4", "--lr-student", "1e-4"]),
     "residual-scale-0.1": ("residual scale", ["--residual-scale", "0.1"]),
     "residual-scale-0.02": ("residual scale", ["--residual-scale", "0.02"]),
+    "sam-weight-1": ("loss terms", ["--w-sam", "1"]),
 }
 TEACHER_RUN = "teacher-offline"
 METRICS = ("psnr", "sam", "ergas", "rmse", "ssim")

@@ -33,7 +33,7 @@ WIDTHS = {
 }
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cave", type=Path, default=SHARED_DATA / "cave",
                    help="CAVE scene folders, or the .npz files of benchmarks/pack_cave.py "
@@ -49,7 +49,7 @@ def main() -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--json", type=Path, required=True)
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more csakd train options")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     cave = args.cave
     for needed in (cave, args.srf):
         if not needed.exists():
@@ -82,7 +82,7 @@ def main() -> int:
     summary = json.loads((run / "summary.json").read_text())
     record = {
         "benchmark": "cave256-x4 short run",
-        "command": " ".join(sys.argv),
+        "command": " ".join(["benchmarks/cave_run.py", *(sys.argv[1:] if argv is None else argv)]),
         **environment(),
         "protocol": "cave256-x4 (see benchmarks/cave_run.py)",
         "train_scenes": [f.name for f in train],
@@ -93,6 +93,11 @@ def main() -> int:
         "train_wall_seconds": round(train_seconds, 1),
         "epochs": summary["epochs"],
         "steps": summary["steps"],
+        # the checkpoints kept (epoch 0: the network as initialised, its residual base) and every validation
+        # on the held-out scenes: does training add to the base, and when
+        "best": summary.get("best", {}),
+        "validation_curve": [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
+                             if line.strip() and json.loads(line).get("kind", "").startswith("val/")],
         "metrics": evaluation["methods"],
         "per_image": evaluation["per_image"],
         "definitions": "psnr: per-band peak (paper); psnr_fixed: peak 1; sam in degrees; ergas with scale 4; "

@@ -33,6 +33,16 @@ def _torch_threads() -> None:
     torch.manual_seed(0)
 
 
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One intra-op thread for a module (``pytestmark = pytest.mark.usefixtures("one_thread")``): tiny
+    convolutions run faster on one, and two threads crawl when other jobs load the 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # ------------------------------------------------------------------------------------------ fuzz accounting
 # The fuzz tests (tests/test_fuzz_*.py) run each case inside ``fuzz_case``: it counts the case, bounds its time
 # (SIGALRM, so a hang fails the case instead of the CI job) and its Python-visible allocations (tracemalloc

@@ -231,3 +231,28 @@ def test_detail_base_tabulates_each_base_alone(tmp_path) -> None:
         assert mean[name]["psnr"] > mean["bicubic"]["psnr"] + 5, name
     # one regression over the whole image is GSA's synthetic-pan detail: the two agree closely
     assert abs(mean["whole-image regression"]["psnr"] - mean["gsa"]["psnr"]) < 0.5
+
+
+def test_cave_run_trains_evaluates_and_records_the_validation_curve(tmp_path) -> None:
+    # the quality run of benchmarks/gpu_checks.sh, on five small synthetic scenes (one held out) and 3 seconds
+    wl = np.linspace(420, 680, 8)
+    cubes = tmp_path / "cubes"
+    for i in range(5):
+        write_cube(cubes / f"scene{i}.npz", Cube(smooth_cube(8, 256, seed=i), wavelengths=wl))
+    grid = np.arange(400, 701, 10)
+    curves = [np.exp(-0.5 * ((grid - c) / 30) ** 2) for c in (460, 550, 620)]
+    srf = tmp_path / "srf.csv"
+    srf.write_text("wavelength_nm,B,G,R\n" + "\n".join(
+        f"{g},{curves[0][i]:.6f},{curves[1][i]:.6f},{curves[2][i]:.6f}" for i, g in enumerate(grid)) + "\n")
+    cave_run = load_script("cave_run")
+    out = tmp_path / "cave.json"
+    assert cave_run.main(["--cave", str(cubes), "--srf", str(srf), "--minutes", "0.05", "--device", "cpu",
+                          "--crop", "32", "--batch-size", "2", "--out", str(tmp_path / "run"), "--json", str(out),
+                          "--extra", "--nf", "8", "--gc", "4", "--teacher-blocks", "1,1,1,1",
+                          "--student-blocks", "1,1,1,1"]) == 0
+    record = json.loads(out.read_text())
+    assert record["held_out_scenes"] == ["scene4.npz"] and len(record["train_scenes"]) == 4  # every 5th
+    assert {"bicubic", "teacher", "student"} <= set(record["metrics"])
+    curve = record["validation_curve"]
+    assert curve[0]["epoch"] == 0 and {r["kind"] for r in curve} == {"val/teacher", "val/student"}
+    assert set(record["best"]) == {"teacher", "student"} and record["command"].startswith("benchmarks/cave_run.py")

@@ -18,13 +18,7 @@ from csakd.models import DTSNet, ModelConfig, create_model
 from csakd.models.detail import LOCAL_EPS, box_mean, detail_reach, moment_sigma, solve_spd
 from tests.conftest import shared_path
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def base_model(bands: int = 6, msi_bands: int = 3, *, scale: int = 4, phase: int = 0, blur_size: int = 9,

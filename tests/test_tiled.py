@@ -32,13 +32,7 @@ from tests.conftest import shared_path
 TINY = {"nf": 8, "gc": 4}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convolutions run fastest on one thread (and the machine is shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_model(bands: int = 8, msi_bands: int = 3, *, blocks=(0, 0, 0, 0), scale: int = 4, gain: float = 1.0,
