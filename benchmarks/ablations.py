@@ -261,7 +261,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         **environment(),
         "train": str(args.train), "test": str(args.test), "val": str(args.val or args.test),
         "srf": str(args.srf), "center_crop": args.center_crop, "widths": args.widths,
-        "width_options": " ".join(WIDTHS[args.widths]), "recipe": args.recipe, "budget_minutes": args.minutes,
+        "width_options": " ".join(WIDTHS[args.widths]), "extra_options": " ".join(args.extra), "recipe": args.recipe,
+        "budget_minutes": args.minutes,
         "total_seconds": round(time.monotonic() - t0, 1),
         "rows": rows,
         "definitions": "psnr: per-band peak (paper); sam in degrees; ergas with the scale; rmse in the data's units; "
@@ -271,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(record, indent=2) + "\n")
     header = (f"Ablations: widths {args.widths}, recipe {args.recipe}, {args.minutes:g} min per run, "
-              f"{record.get('date', '')}")
+              + (f"every run with `{' '.join(args.extra)}`, " if args.extra else "") + f"{record.get('date', '')}")
     md_path.write_text(markdown(rows, header))
     print(f"wrote {json_path} and {md_path}")
     return 1 if any("error" in r for r in rows) else 0
