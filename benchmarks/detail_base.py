@@ -80,9 +80,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 msi_lr = model.detail_base.degrade(msi[None])[0]
                 results["whole-image regression"] = whole_image_regression(lr, msi, msi_lr, 4)
             t0 = time.perf_counter()
-            with torch.no_grad():
-                zero = torch.zeros(1, x.shape[0], n, n)
-                base = model.detail_base(zero, lr[None] * 2 - 1, msi[None] * 2 - 1)[0]
+            with torch.no_grad():  # the base alone, on the network's [-1, 1] scale: U(Y) + A (Z - U(S(Z)))
+                lr_net, msi_net = lr[None] * 2 - 1, msi[None] * 2 - 1
+                base = model.detail_base(upsample_in_phase(lr_net, 4), lr_net, msi_net)[0]
             seconds[f"local r={radius}"] = seconds.get(f"local r={radius}", 0.0) + time.perf_counter() - t0
             results[f"local r={radius}"] = (base + 1) / 2
         rows[folder.name] = {k: {"psnr": float(psnr(v, x)), "sam": float(sam(v, x))} for k, v in results.items()}

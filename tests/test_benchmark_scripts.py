@@ -36,6 +36,15 @@ def smooth_cube(bands: int, size: int, seed: int) -> np.ndarray:
     return (cube / cube.max()).astype(np.float32)
 
 
+def write_srf(path: Path) -> Path:
+    """A 3-band (B, G, R) Gaussian response sampled from 400 to 700 nm, as a csakd SRF CSV."""
+    grid = np.arange(400, 701, 10)
+    curves = [np.exp(-0.5 * ((grid - c) / 30) ** 2) for c in (460, 550, 620)]
+    path.write_text("wavelength_nm,B,G,R\n" + "\n".join(
+        f"{g},{curves[0][i]:.6f},{curves[1][i]:.6f},{curves[2][i]:.6f}" for i, g in enumerate(grid)) + "\n")
+    return path
+
+
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("bench")
@@ -43,12 +52,7 @@ def tiny_data(tmp_path_factory) -> tuple[Path, Path]:
     wl = np.linspace(420, 680, 8)
     for i in range(3):
         write_cube(folder / f"scene{i}.npz", Cube(smooth_cube(8, 32, seed=i), wavelengths=wl))
-    grid = np.arange(400, 701, 10)
-    curves = [np.exp(-0.5 * ((grid - c) / 30) ** 2) for c in (460, 550, 620)]
-    srf = root / "srf.csv"
-    srf.write_text("wavelength_nm,B,G,R\n" + "\n".join(
-        f"{g},{curves[0][i]:.6f},{curves[1][i]:.6f},{curves[2][i]:.6f}" for i, g in enumerate(grid)) + "\n")
-    return folder, srf
+    return folder, write_srf(root / "srf.csv")
 
 
 @pytest.fixture(scope="module")
@@ -239,11 +243,7 @@ def test_cave_run_trains_evaluates_and_records_the_validation_curve(tmp_path) ->
     cubes = tmp_path / "cubes"
     for i in range(5):
         write_cube(cubes / f"scene{i}.npz", Cube(smooth_cube(8, 256, seed=i), wavelengths=wl))
-    grid = np.arange(400, 701, 10)
-    curves = [np.exp(-0.5 * ((grid - c) / 30) ** 2) for c in (460, 550, 620)]
-    srf = tmp_path / "srf.csv"
-    srf.write_text("wavelength_nm,B,G,R\n" + "\n".join(
-        f"{g},{curves[0][i]:.6f},{curves[1][i]:.6f},{curves[2][i]:.6f}" for i, g in enumerate(grid)) + "\n")
+    srf = write_srf(tmp_path / "srf.csv")
     cave_run = load_script("cave_run")
     out = tmp_path / "cave.json"
     assert cave_run.main(["--cave", str(cubes), "--srf", str(srf), "--minutes", "0.05", "--device", "cpu",

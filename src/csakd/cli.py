@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +168,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     wavelengths: list[float] | None = None
     response = degradation = None
+    deg: Any = None  # the simulated pairs' degradation
+    first: dict[str, Any] | None = None  # the first ready-made pair
     if args.aviris:
         train_src = AvirisReferenceDataset(args.aviris, "train", msi_bands=args.msi_bands,
                                            shift="mixed" if cfg.mixed_alignment else 0, generator_seed=cfg.seed)
@@ -197,7 +199,6 @@ def cmd_train(args: argparse.Namespace) -> int:
                                    samples_per_epoch=cfg.samples_per_epoch, max_shift=max_shift, seed=cfg.seed)
         val_set = SimulatedPairs([c.data for c in val_cubes], deg) if val_cubes else None
         bands, msi_bands = train_cubes[0].data.shape[0], deg.response.matrix.shape[0]
-        first = None
         wl = train_cubes[0].wavelengths
         wavelengths = None if wl is None else [float(w) for w in wl]
         response, degradation = deg.response.to_dict(), deg.config.to_dict()
@@ -206,14 +207,14 @@ def cmd_train(args: argparse.Namespace) -> int:
             Normalization("fixed", float(args.normalize), float(args.normalize)))
         data_info = {"train": [str(f) for f in train_files], "val": [str(f) for f in val_files],
                      "center_crop": args.center_crop, "normalize": args.normalize}
-    shape = {"bands": int(bands), "msi_bands": int(msi_bands), "scale": args.scale,
-             **_base_degradation(args, None if args.aviris else deg, first if args.aviris else None,
-                                 preset_config(args.student_preset, paper=paper, **model_overrides).residual)}
+    shape = {"bands": int(bands), "msi_bands": int(msi_bands), "scale": args.scale}
     teacher = preset_config(args.teacher_preset, paper=paper, **shape, **model_overrides,
                             **({"blocks": args.teacher_blocks} if args.teacher_blocks else {}))
     student = preset_config(args.student_preset, paper=paper, **shape, **model_overrides,
                             **({"blocks": args.student_blocks} if args.student_blocks else {}),
                             **({"head": args.student_head} if args.student_head else {}))
+    base = _base_degradation(args, deg, first, student.residual)
+    teacher, student = replace(teacher, **base), replace(student, **base)
     if cfg.mode == "student":
         teacher = None  # type: ignore[assignment]
     if cfg.mode == "teacher":
@@ -256,11 +257,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _base_degradation(args: argparse.Namespace, deg: Any, first_pair: dict[str, Any] | None,
-                      residual: str | None = None) -> dict[str, Any]:
+                      residual: str) -> dict[str, Any]:
     """The degradation the networks' residual base assumes: the decimation phase and the blur of the simulated
-    pairs (a PSF as the Gaussian of the same second moment); for ready-made pairs (``--aviris``) with a
-    ``regression`` residual (``residual``, else ``--residual``), the Gaussian estimated from the first training
-    pair at ``--phase``."""
+    pairs' ``deg`` (a PSF as the Gaussian of the same second moment); for ready-made pairs (``--aviris``) with
+    a ``regression`` residual, the Gaussian estimated from ``first_pair`` at ``--phase``."""
     from csakd.models.detail import moment_sigma
 
     if deg is not None:
@@ -271,7 +271,7 @@ def _base_degradation(args: argparse.Namespace, deg: Any, first_pair: dict[str, 
         log.info("residual base: the PSF %s as a Gaussian of sigma %.3f HR pixels (%d taps)", deg.config.psf, sigma,
                  size)
         return {"residual_phase": deg.config.phase, "blur_size": size, "blur_sigma": sigma}
-    if (residual or args.residual) != "regression" or first_pair is None:
+    if residual != "regression" or first_pair is None:
         return {"residual_phase": args.phase}
     import torch
 

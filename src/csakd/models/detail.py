@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from csakd.degradation.spatial import upsample_in_phase
+from csakd.degradation.spatial import gaussian_kernel, upsample_in_phase
 
 __all__ = [
     "DetailBase", "box_mean", "check_size", "cholesky_solve_entries", "detail_reach", "gaussian_taps", "moment_sigma",
@@ -50,11 +50,9 @@ LOCAL_EPS = 4e-7
 
 
 def gaussian_taps(size: int, sigma: float) -> torch.Tensor:
-    """The 1-D factor (``size`` taps, summing to 1, float64) of an isotropic Gaussian kernel."""
-    r = size // 2
-    x = torch.arange(-r, r + 1, dtype=torch.float64)
-    g = torch.exp(-(x**2) / (2.0 * float(sigma) ** 2))
-    return g / g.sum()
+    """The 1-D factor (``size`` taps, summing to 1, float64) of :func:`~csakd.degradation.spatial.gaussian_kernel`
+    (its rows sum to that factor, as the kernel is the factor's outer product with itself)."""
+    return gaussian_kernel(size, sigma, dtype=torch.float64).sum(dim=0)
 
 
 def detail_reach(scale: int, blur_size: int, radius: int) -> int:
@@ -128,7 +126,8 @@ def box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
 
 
 class DetailBase(nn.Module):
-    """``U(Y) + A (Z - U(S(Z)))`` (see the module docstring), added to the head's correction.
+    """The MSI detail ``A (Z - U(S(Z)))`` (see the module docstring), added to an image that holds the rest of
+    the base, ``U(Y)`` (:class:`~csakd.models.dts.DTSNet` adds it, as for the ``bicubic`` base).
 
     Args:
         msi_bands: the HR-MSI's bands ``c``.
@@ -184,9 +183,8 @@ class DetailBase(nn.Module):
         smooth = box_mean(torch.cat(a, dim=1), rad).float()
         return [smooth[:, j * bands : (j + 1) * bands] for j in range(c)]
 
-    def forward(self, correction: torch.Tensor, lr_hsi: torch.Tensor, hr_msi: torch.Tensor) -> torch.Tensor:
-        """``correction + U(Y) + A (Z - U(S(Z)))`` in float32 (without autograd, outside tracing, in
-        ``correction``'s memory)."""
+    def forward(self, image: torch.Tensor, lr_hsi: torch.Tensor, hr_msi: torch.Tensor) -> torch.Tensor:
+        """``image + A (Z - U(S(Z)))`` in float32 (without autograd, outside tracing, in ``image``'s memory)."""
         device_type = lr_hsi.device.type
         autocast = device_type in ("cuda", "cpu") and torch.is_autocast_enabled(device_type)
         with torch.autocast(device_type, enabled=False) if autocast else contextlib.nullcontext():
@@ -198,11 +196,10 @@ class DetailBase(nn.Module):
             detail = msi - upsample_in_phase(msi_lr, s, self.phase)
             gains = self.gain(lr, msi_lr)
             bands = lr.shape[1]
-            out = correction.float()
+            out = image.float()
             if not torch.is_grad_enabled() and not torch.jit.is_tracing() and not torch.compiler.is_compiling():
                 # A is constant over each LR cell: on (B, C, h, s, w, s) views of the output, A_j (B, C, h, 1,
                 # w, 1) times the detail D_j (B, 1, h, s, w, s), added in place (no output-sized temporary)
-                out = out.add_(upsample_in_phase(lr, s, self.phase))
                 view = out.view(b, bands, h, s, w, s)
                 for j, g in enumerate(gains):
                     view.addcmul_(g.reshape(b, bands, h, 1, w, 1), detail[:, j].reshape(b, 1, h, s, w, s))
@@ -213,8 +210,7 @@ class DetailBase(nn.Module):
             injected = gains[0][:, :, None] * phases[:, 0:1]
             for j in range(1, c):
                 injected = injected + gains[j][:, :, None] * phases[:, j : j + 1]
-            injected = F.pixel_shuffle(injected.reshape(b, bands * s * s, h, w), s)
-            return out + upsample_in_phase(lr, s, self.phase) + injected
+            return out + F.pixel_shuffle(injected.reshape(b, bands * s * s, h, w), s)
 
 
 def check_size(height: int, width: int, scale: int, blur_size: int, radius: int) -> str | None:

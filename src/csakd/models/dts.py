@@ -161,10 +161,10 @@ class DTSNet(nn.Module):
         out = self.head(features)
         if self.config.residual_scale != 1.0:
             out = out * self.config.residual_scale
+        if self.config.residual != "none":  # bicubic, and the first part of the regression base
+            out = self._add_base(out, lr_hsi)
         if self.detail_base is not None:
             out = self.detail_base(out, lr_hsi, hr_msi)
-        elif self.config.residual == "bicubic":
-            out = self._add_base(out, lr_hsi)
         return out, features
 
     def _add_base(self, correction: torch.Tensor, lr_hsi: torch.Tensor) -> torch.Tensor:

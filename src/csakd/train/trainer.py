@@ -511,7 +511,7 @@ class Trainer:
             return False
         nets = [net for role, net in (("teacher", self.teacher), ("student", self.student))
                 if net is not None and not (role == "teacher" and self.frozen_teacher)]
-        return any(getattr(net, "config", None) is not None and net.config.residual != "none" for net in nets)
+        return any(net.config.residual != "none" for net in nets)
 
     def _clock(self, started: float) -> float:
         """Seconds since ``started`` (monotonic); the largest over the ranks, so that all agree."""
