@@ -107,6 +107,14 @@ def _worker(rank: int, port: int, out: str) -> None:
             if rank == 0:
                 (root / f"{name}.json").write_text(json.dumps(summary))
 
+        # a run planned by its budget: both ranks time, plan and validate alike (an uneven validation split and
+        # a deadline checked per image must not leave one rank waiting in a collective)
+        train, val = datasets()
+        planned = run_spec(epochs=None, max_minutes=0.25, val_count=3)
+        summary = Trainer(planned, train, val, root / "planned", progress=False).fit()
+        if rank == 0:
+            (root / "planned.json").write_text(json.dumps(summary))
+
         # offline distillation: the frozen teacher stays a plain module outside DDP
         train, val = datasets()
         offline = run_spec(teacher_checkpoint=str(root / "fit" / "teacher.pt"))
@@ -129,14 +137,14 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Run the workers once (2 processes, gloo); kill them if they take longer than 150 s."""
+    """Run the workers once (2 processes, gloo); kill them if they take longer than 180 s."""
     out = tmp_path_factory.mktemp("ddp")
     ctx = mp.start_processes(_worker, args=(_free_port(), str(out)), nprocs=WORLD, join=False, start_method="spawn")
-    deadline = time.monotonic() + 150
+    deadline = time.monotonic() + 180
     try:
         while not ctx.join(timeout=1):
             if time.monotonic() > deadline:
-                pytest.fail("the 2-process run did not finish within 150 s")
+                pytest.fail("the 2-process run did not finish within 180 s")
     finally:
         for p in ctx.processes:
             if p.is_alive():
@@ -330,3 +338,12 @@ def test_every_parameter_gets_a_gradient(fusion: str, attention: str) -> None:
         (out.square().mean() + feat.square().mean()).backward()
         missing = [name for name, p in net.named_parameters() if p.grad is None]
         assert not missing, f"{preset} {fusion}/{attention}: no gradient for {missing}"
+
+
+def test_a_planned_run_on_two_ranks_plans_alike_and_ends_in_its_budget(two_ranks: Path) -> None:
+    summary = json.loads((two_ranks / "planned.json").read_text())
+    assert summary["stopped"] in ("budget", "steps") and summary["seconds"] <= 0.25 * 60 * 1.05
+    assert summary["plan"]["total_steps"] >= summary["steps"] > 0
+    vals = [line for line in (two_ranks / "planned" / "metrics.jsonl").read_text().splitlines()
+            if '"val/student"' in line]
+    assert 2 <= len(vals) <= 4  # step 0, then val_count = 3 evenly

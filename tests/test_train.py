@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
 
 import numpy as np
@@ -84,9 +85,14 @@ def test_fit_writes_checkpoints_that_carry_everything(tmp_path) -> None:
         assert loaded.normalization == Normalization("per_image")
         assert SpectralResponse.from_dict(loaded.response).matrix.shape == (3, 6)
         assert math.isfinite(loaded.metadata["metrics"]["sam"])
-    assert (tmp_path / "last.pt").exists() and (tmp_path / "metrics.jsonl").exists()
+    # a finished run keeps what fusing needs, not the optimiser state (unless keep_last)
+    assert not (tmp_path / "last.pt").exists() and (tmp_path / "metrics.jsonl").exists()
+    assert summary["stopped"] == "epochs"
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert any('"val/student"' in line for line in lines)
+    kept = Trainer(spec(keep_last=True), *datasets()[:2], tmp_path / "kept", progress=False)
+    kept.fit()
+    assert read_payload(tmp_path / "kept" / "last.pt")["format"] == "csakd-train-state"
 
 
 def test_resume_reaches_the_same_weights(tmp_path) -> None:
@@ -152,3 +158,118 @@ def test_bad_training_settings(tmp_path) -> None:
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="cannot load"):
         read_payload(bad)
+
+
+# ---------------------------------------------------------------------------------------------- planning
+def planned_spec(minutes: float, **train: object) -> RunSpec:
+    s = spec(**train)
+    s.train.epochs = None
+    s.train.max_minutes = minutes
+    return s
+
+
+def test_plan_derives_the_steps_from_the_timed_steps_and_the_validations() -> None:
+    from csakd.train.trainer import Plan
+
+    plan = Plan.make(5, step_seconds=0.5, timed=4, val_seconds=2.0, save_seconds=0.5, seconds_left=100.0,
+                     val_count=10, has_val=True)
+    # 98 s less 10 x (2 + 0.5) s leaves 73 s: 146 steps of 0.5 s after the 5 done
+    assert plan.total_steps == 5 + 146 and plan.interval == math.ceil(151 / 10)
+    no_val = Plan.make(0, 1.0, 3, 2.0, 0.0, 50.0, 10, has_val=False)
+    assert no_val.total_steps == 49 and no_val.val_count == 1 and no_val.interval == 49
+    assert "steps per minute" in plan.describe(100.0) and "151 steps" in plan.describe(100.0)
+
+
+class SlowPairs(torch.utils.data.Dataset):
+    """A dataset whose every sample costs ``delay`` seconds (a slow step whatever the network)."""
+
+    def __init__(self, inner, delay: float) -> None:
+        self.inner, self.delay = inner, delay
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.inner.set_epoch(epoch)
+
+    def __getitem__(self, i: int):
+        import time
+
+        time.sleep(self.delay)
+        return self.inner[i]
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.25])
+def test_a_planned_run_keeps_its_budget(tmp_path, delay: float) -> None:
+    import time
+
+    train, val, _ = datasets()
+    budget = 15.0  # seconds
+    trainer = Trainer(planned_spec(budget / 60, mode="student"), SlowPairs(train, delay), SlowPairs(val, delay),
+                      tmp_path, progress=False)
+    tick = time.monotonic()
+    summary = trainer.fit()
+    wall = time.monotonic() - tick
+    assert wall <= budget * 1.05, (wall, summary)
+    assert summary["stopped"] in ("budget", "steps") and summary["plan"]["total_steps"] >= summary["steps"] > 3
+    # validated at step 0, then about val_count times, evenly
+    vals = [line for line in (tmp_path / "metrics.jsonl").read_text().splitlines() if '"val/student"' in line]
+    assert 3 <= len(vals) <= 11
+
+
+def test_planned_runs_read_the_epoch_loops_samples(tmp_path) -> None:
+    """The planned loop's sample stream is the epoch loop's samples, pass after pass."""
+    from csakd.train.trainer import _SampleStream
+
+    train, val, _ = datasets()
+    trainer = Trainer(spec("student"), train, val, tmp_path, progress=False)
+    stream = _SampleStream(train, trainer._epoch_order)
+    for epoch in (0, 1):
+        batches = list(trainer._loader(epoch))
+        flat = torch.cat([b["hr_hsi"] for b in batches])
+        from_stream = torch.stack([stream[epoch * len(train) + j]["hr_hsi"] for j in range(len(train))])
+        torch.testing.assert_close(flat, from_stream, rtol=0, atol=0)
+
+
+def test_a_budget_too_short_for_one_step_is_refused(tmp_path) -> None:
+    train, val, _ = datasets()
+    trainer = Trainer(planned_spec(0.001, mode="student"), SlowPairs(train, 0.2), val, tmp_path, progress=False)
+    with pytest.raises(InputError, match=r"--max-minutes 0.001 is too short: "
+                       r"(one training step took|the budget ran out before the first training step)"):
+        trainer.fit()
+
+
+@pytest.mark.parametrize("select", ["psnr", "sam", "ergas"])
+def test_the_selection_rule_keeps_the_best_by_its_metric(tmp_path, select: str) -> None:
+    train, val, _ = datasets()
+    trainer = Trainer(spec("student", epochs=3, select=select), train, val, tmp_path, progress=False)
+    trainer.fit()
+    curve = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()
+             if '"val/student"' in line]
+    values = [row[select] for row in curve]
+    best = max(values) if select == "psnr" else min(values)
+    kept = json.loads((tmp_path / "student_metrics.json").read_text())
+    assert kept[select] == pytest.approx(best) and kept["step"] == curve[values.index(best)]["step"]
+
+
+def test_an_unknown_selection_metric_is_refused() -> None:
+    with pytest.raises(InputError, match="select 'ssim': expected one of psnr, sam, ergas"):
+        TrainConfig(select="ssim").validate()  # type: ignore[arg-type]
+
+
+def test_the_summary_says_what_training_gained_over_the_base(tmp_path) -> None:
+    from csakd.cli import training_report
+
+    train, val, _ = datasets()
+    summary = Trainer(spec("student", epochs=2), train, val, tmp_path, progress=False).fit()
+    base, best = summary["base"]["student"], summary["best"]["student"]
+    gain = summary["gains"]["student"]
+    assert gain["psnr"] == pytest.approx(best["psnr"] - base["psnr"]) and gain["step"] == best["step"]
+    lines = training_report(summary, "psnr")
+    assert lines[0].startswith(f"training ended after {summary['steps']} steps") and "epochs" in lines[0]
+    if best["step"] == 0:
+        assert "this is its untrained base" in lines[1]
+    else:
+        assert f"{gain['psnr']:+.2f} dB" in lines[1]
+    fake = dict(summary, gains={"student": dict(gain, step=0)}, best={"student": dict(best, step=0)})
+    assert "this is its untrained base: training did not improve on it" in training_report(fake, "psnr")[1]

@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from csakd.devices import resolve_device
 from csakd.losses import LossWeights, teacher_loss
 from csakd.models import DTSNet, count_macs, count_params, preset_config
-from csakd.train.trainer import resolve_device
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,9 @@ from csakd import __version__
 from csakd.errors import CsakdError, InputError
 
 log = logging.getLogger("csakd")
+
+#: The model presets (csakd.models.list_models(), named here so that building the parser imports no torch).
+PRESET_NAMES = ("lite", "lite-teacher", "student", "teacher")
 
 
 def _int_tuple(text: str) -> tuple[int, ...]:
@@ -85,7 +87,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     report = run_demo(out, minutes=args.minutes, progress=not args.quiet, threads=args.threads)
     print(f"demo run in {out}  (teacher.pt, student.pt, eval/)")
     print(f"{'method':<10}{'PSNR dB':>9}{'SAM deg':>9}{'ERGAS':>8}{'RMSE':>9}")
-    for name in ("bicubic", "teacher", "student"):
+    for name in ("bicubic", "base", "teacher", "student"):
         m = report[name]
         print(f"{name:<10}{m['psnr']:>9.2f}{m['sam']:>9.3f}{m['ergas']:>8.3f}{m['rmse']:>9.4f}")
     _json_out(args.json, report)
@@ -126,104 +128,22 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- train
-TRAIN_OPTIONS = {  # CLI dest -> TrainConfig field, for options a recipe may set
-    "mode": "mode", "recipe": "recipe", "epochs": "epochs", "max_minutes": "max_minutes",
-    "batch_size": "batch_size", "crop": "crop", "lr_teacher": "lr_teacher", "lr_student": "lr_student",
-    "weight_decay": "weight_decay", "schedule": "schedule", "train_snr": "train_snr_db",
-    "mixed_alignment": "mixed_alignment", "max_shift": "max_shift", "val_every": "val_every", "amp": "amp",
-    "grad_clip": "grad_clip", "samples_per_epoch": "samples_per_epoch", "workers": "num_workers",
-    "seed": "seed", "deterministic": "deterministic", "device": "device",
-    "teacher_checkpoint": "teacher_checkpoint",
-}
-
-
 def cmd_train(args: argparse.Namespace) -> int:
-    from csakd.data import AvirisReferenceDataset
-    from csakd.data.pairs import PairedCrops, SimulatedPairs
     from csakd.io_utils import write_json
-    from csakd.losses import LossWeights
-    from csakd.models import preset_config
-    from csakd.normalization import Normalization
-    from csakd.train.config import TrainConfig, apply_recipe
-    from csakd.train.data import build_degradation, list_cube_files, load_hr_cubes, split_files
-    from csakd.train.trainer import RunSpec, Trainer
+    from csakd.train.recipe import build_run, train_config
+    from csakd.train.trainer import Trainer
 
-    explicit = {TRAIN_OPTIONS[k] for k in TRAIN_OPTIONS if getattr(args, k) is not None}
-    values = {TRAIN_OPTIONS[k]: getattr(args, k) for k in TRAIN_OPTIONS if getattr(args, k) is not None}
-    given = {f.name: getattr(args, f"w_{f.name}") for f in fields(LossWeights)}
-    weights = LossWeights(**{k: float(v) for k, v in given.items() if v is not None})
-    cfg = apply_recipe(TrainConfig(**values, losses=weights), explicit)
-    cfg.validate()
-    if not (0 <= args.val_fraction < 1):
-        raise InputError(f"--val-fraction {args.val_fraction}: expected a number in [0, 1)")
+    train_config(args)  # bad settings fail here, before the data are read
     run_dir = Path(args.out)
     if run_dir.exists() and any(run_dir.iterdir()) and not (args.resume or args.overwrite):
         raise InputError(f"run folder {run_dir} is not empty: pass --resume to continue it, or another --out")
-
-    paper = cfg.recipe == "paper"
-    model_overrides: dict[str, Any] = {}
-    for key in ("fusion", "attention", "residual", "residual_scale", "nf", "gc"):
-        if getattr(args, key) is not None:
-            model_overrides[key] = getattr(args, key)
-
-    wavelengths: list[float] | None = None
-    response = degradation = None
-    deg: Any = None  # the simulated pairs' degradation
-    first: dict[str, Any] | None = None  # the first ready-made pair
-    if args.aviris:
-        train_src = AvirisReferenceDataset(args.aviris, "train", msi_bands=args.msi_bands,
-                                           shift="mixed" if cfg.mixed_alignment else 0, generator_seed=cfg.seed)
-        val_src = AvirisReferenceDataset(args.aviris, "val", msi_bands=args.msi_bands)
-        train_set: Any = PairedCrops(train_src, args.scale, crop=cfg.crop, augment=cfg.augment,
-                                     samples_per_epoch=cfg.samples_per_epoch, seed=cfg.seed)
-        val_set: Any = val_src
-        first = train_src[0]
-        bands, msi_bands = first["hr_hsi"].shape[0], first["hr_msi"].shape[0]
-        normalization = Normalization("none")
-        data_info: dict[str, Any] = {"aviris": str(args.aviris), "msi_bands": args.msi_bands}
-    else:
-        if not args.data:
-            raise InputError("training data needed: --data FOLDER (HR-HSI cubes) or --aviris ROOT")
-        files = list_cube_files(args.data)
-        if args.val_data:
-            train_files, val_files = files, list_cube_files(args.val_data)
-        else:
-            train_files, val_files = split_files(files, args.val_fraction)
-        common = {"scale": args.scale, "crop": args.center_crop, "normalize": args.normalize,
-                  "wavelengths": _wavelengths(args), "variable": args.variable, "layout": args.layout}
-        train_cubes = load_hr_cubes(train_files, **common)
-        val_cubes = load_hr_cubes(val_files, **common) if val_files else []
-        deg = build_degradation(degradation_config(args), train_cubes)
-        max_shift = cfg.max_shift if cfg.mixed_alignment else 0
-        train_set = SimulatedPairs([c.data for c in train_cubes], deg, crop=cfg.crop, augment=cfg.augment,
-                                   samples_per_epoch=cfg.samples_per_epoch, max_shift=max_shift, seed=cfg.seed)
-        val_set = SimulatedPairs([c.data for c in val_cubes], deg) if val_cubes else None
-        bands, msi_bands = train_cubes[0].data.shape[0], deg.response.matrix.shape[0]
-        wl = train_cubes[0].wavelengths
-        wavelengths = None if wl is None else [float(w) for w in wl]
-        response, degradation = deg.response.to_dict(), deg.config.to_dict()
-        normalization = Normalization("per_image") if args.normalize == "max" else (
-            Normalization("none") if args.normalize == "none" else
-            Normalization("fixed", float(args.normalize), float(args.normalize)))
-        data_info = {"train": [str(f) for f in train_files], "val": [str(f) for f in val_files],
-                     "center_crop": args.center_crop, "normalize": args.normalize}
-    shape = {"bands": int(bands), "msi_bands": int(msi_bands), "scale": args.scale}
-    teacher = preset_config(args.teacher_preset, paper=paper, **shape, **model_overrides,
-                            **({"blocks": args.teacher_blocks} if args.teacher_blocks else {}))
-    student = preset_config(args.student_preset, paper=paper, **shape, **model_overrides,
-                            **({"blocks": args.student_blocks} if args.student_blocks else {}),
-                            **({"head": args.student_head} if args.student_head else {}))
-    base = _base_degradation(args, deg, first, student.residual)
-    teacher, student = replace(teacher, **base), replace(student, **base)
-    if cfg.mode == "student":
-        teacher = None  # type: ignore[assignment]
-    if cfg.mode == "teacher":
-        student = None  # type: ignore[assignment]
-    spec = RunSpec(train=cfg, teacher=teacher, student=student, normalization=normalization,
-                   wavelengths=wavelengths, response=response, degradation=degradation, data=data_info)
-    trainer = Trainer(spec, train_set, val_set, run_dir, resume=args.resume, progress=not args.quiet)
+    built = build_run(args)
+    spec = built.spec
+    trainer = Trainer(spec, built.train_set, built.val_set, run_dir, resume=args.resume, progress=not args.quiet)
     try:
         if trainer.dist.is_main:
+            for note in built.notes:
+                log.info("%s", note)
             run_dir.mkdir(parents=True, exist_ok=True)
             _write_yaml(run_dir / "config.yaml", spec.to_dict())
         t0 = time.monotonic()
@@ -234,11 +154,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not trainer.dist.is_main:
         return 0
     write_json(run_dir / "summary.json", summary)
-    for role, m in summary["best"].items():
-        if "psnr" not in m:
-            continue
-        print(f"best {role}: epoch {m['epoch']}, PSNR {m['psnr']:.2f} dB, SAM {m['sam']:.3f} deg "
-              f"-> {run_dir / (role + '.pt')}")
+    for line in training_report(summary, spec.train.select):
+        print(line)
     if args.test_data:
         test_argv = ["eval", "--data", args.test_data, "--normalize", args.normalize, "--out", str(run_dir / "test"),
                      "--device", args.device or "auto", "--figures", "3"]
@@ -256,33 +173,32 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _base_degradation(args: argparse.Namespace, deg: Any, first_pair: dict[str, Any] | None,
-                      residual: str) -> dict[str, Any]:
-    """The degradation the networks' residual base assumes: the decimation phase and the blur of the simulated
-    pairs' ``deg`` (a PSF as the Gaussian of the same second moment); for ready-made pairs (``--aviris``) with
-    a ``regression`` residual, the Gaussian estimated from ``first_pair`` at ``--phase``."""
-    from csakd.models.detail import moment_sigma
+STOP_REASONS = {
+    "budget": "the time budget (--max-minutes) ran out",
+    "steps": "the planned steps were done",
+    "epochs": "the epochs (--epochs) were done",
+    "paused": "it was paused before the end",
+}
 
-    if deg is not None:
-        if deg.config.psf is None:
-            return {"residual_phase": deg.config.phase, "blur_size": deg.config.blur_size,
-                    "blur_sigma": float(deg.config.blur_sigma)}
-        size, sigma = int(max(deg.kernel.shape)) | 1, moment_sigma(deg.kernel)
-        log.info("residual base: the PSF %s as a Gaussian of sigma %.3f HR pixels (%d taps)", deg.config.psf, sigma,
-                 size)
-        return {"residual_phase": deg.config.phase, "blur_size": size, "blur_sigma": sigma}
-    if residual != "regression" or first_pair is None:
-        return {"residual_phase": args.phase}
-    import torch
 
-    from csakd.baselines._common import estimate_gaussian_blur
-
-    lr = torch.as_tensor(first_pair["lr_hsi"]).double()
-    msi = torch.as_tensor(first_pair["hr_msi"]).double()
-    sigma, kernel = estimate_gaussian_blur(lr, msi, args.scale, args.phase)
-    log.info("residual base: the LR-HSI's blur estimated from the first training pair: a Gaussian of sigma %.3f "
-             "HR pixels (%d taps), phase %d", sigma, kernel.shape[0], args.phase)
-    return {"residual_phase": args.phase, "blur_size": int(kernel.shape[0]) | 1, "blur_sigma": float(sigma)}
+def training_report(summary: dict[str, Any], select: str) -> list[str]:
+    """The lines ``csakd train`` ends with: why it ended, and what each kept network gained over its base."""
+    lines = [f"training ended after {summary['steps']} steps in {summary['seconds'] / 60:.1f} min: "
+             f"{STOP_REASONS.get(summary['stopped'], summary['stopped'])}"]
+    gains = summary.get("gains", {})
+    for role, m in summary["best"].items():
+        if "psnr" not in m:
+            continue
+        line = (f"kept {role}: step {m['step']}, validation PSNR {m['psnr']:.2f} dB, SAM {m['sam']:.3f} deg "
+                f"(best by {select})")
+        gain = gains.get(role)
+        if gain is not None:
+            if int(gain["step"]) == 0:
+                line += f"; this is its untrained base: training did not improve on it by validation {select}"
+            else:
+                line += f"; over its base: {gain['psnr']:+.2f} dB, {gain['sam']:+.3f} deg"
+        lines.append(line)
+    return lines
 
 
 def _write_yaml(path: Path, data: dict[str, Any]) -> None:
@@ -322,10 +238,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from csakd.data import AvirisReferenceDataset
     from csakd.degradation import Degradation, DegradationConfig, SpectralResponse
+    from csakd.devices import resolve_device
     from csakd.evaluate import EvalPair, bicubic_method, evaluate, format_table, model_method
     from csakd.train.checkpoint import check_compatible, load_checkpoint
     from csakd.train.data import list_cube_files, load_hr_cubes, simulate_pair
-    from csakd.train.trainer import resolve_device
 
     if args.json and args.json != "-":
         from csakd.io_utils import check_writable
@@ -630,8 +546,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="run folder")
     t.add_argument("--mode", choices=["cotrain", "offline", "teacher", "student"])
     t.add_argument("--recipe", choices=["default", "paper"])
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--max-minutes", type=float, help="wall-clock budget")
+    t.add_argument("--epochs", type=int,
+                   help="passes over the training set (default: with --max-minutes, as many steps as the budget "
+                        "holds, planned after timing the first steps; without it, 100)")
+    t.add_argument("--max-minutes", type=float,
+                   help="wall-clock budget in minutes, validations included (default: none)")
+    t.add_argument("--val-count", type=int,
+                   help="a run planned by --max-minutes validates this many times, evenly (default 10)")
+    t.add_argument("--select", choices=["psnr", "sam", "ergas"],
+                   help="the validation metric that picks teacher.pt and student.pt (default psnr; sam is the "
+                        "paper's rule, which dark pixels dominate on some scenes)")
+    t.add_argument("--keep-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep last.pt (every trained network's weights and optimiser state, for --resume) when the "
+                        "run ends by its budget or epochs (default: removed; an interrupted run keeps it)")
+    t.add_argument("--warmup", type=float, help="learning-rate warm-up, as a fraction of the run (default 0.05)")
     t.add_argument("--batch-size", type=int,
                    help="the global batch (default 8); under torchrun it is split evenly over the processes")
     t.add_argument("--crop", type=int, help="HR training crop (default 128)")
@@ -656,8 +584,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true")
     t.add_argument("--json", help="write the summary as JSON to FILE (- for stdout)")
     m = p.add_argument_group("models")
-    m.add_argument("--teacher-preset", default="teacher")
-    m.add_argument("--student-preset", default="student")
+    m.add_argument("--teacher-preset", choices=PRESET_NAMES,
+                   help="the teacher's preset (default: lite-teacher on a CPU, teacher on a GPU)")
+    m.add_argument("--student-preset", choices=PRESET_NAMES,
+                   help="the student's preset (default: lite on a CPU, student on a GPU)")
     m.add_argument("--teacher-blocks", type=_int_tuple, help="joint HR, joint LR, HSI, MSI (default 6,6,4,4)")
     m.add_argument("--student-blocks", type=_int_tuple, help="joint HR, joint LR, HSI, MSI (default 1,4,4,1)")
     m.add_argument("--student-head", choices=["paper", "compact"],
@@ -672,6 +602,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--nf", type=int)
     m.add_argument("--gc", type=int)
     w = p.add_argument_group("loss weights (0 switches a term off)")
+    w.add_argument("--pixel-loss", choices=["smooth_l1", "l1"],
+                   help="the pixel and response-distillation terms' distance (default: l1; the paper's recipe: "
+                        "smooth_l1)")
     for name in ("pixel", "sam", "beba", "response_kd", "feature_kd"):
         w.add_argument(f"--w-{name.replace('_', '-')}", dest=f"w_{name}", type=float)
     p.set_defaults(func=cmd_train)

@@ -23,11 +23,11 @@ import torch
 from csakd.data.pairs import SimulatedPairs
 from csakd.degradation import Degradation, DegradationConfig, SpectralResponse
 from csakd.evaluate import EvalPair, bicubic_method, evaluate, format_table, model_method
-from csakd.models import preset_config
+from csakd.models import DTSNet, preset_config
 from csakd.normalization import Normalization
 from csakd.scene import demo_response, demo_scene
-from csakd.train.checkpoint import load_checkpoint
-from csakd.train.config import TrainConfig
+from csakd.train.checkpoint import LoadedModel, load_checkpoint
+from csakd.train.config import TrainConfig, apply_recipe
 from csakd.train.trainer import RunSpec, Trainer
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ def run_demo(
     out_dir: str | Path,
     *,
     minutes: float = 3.5,
-    epochs: int = 400,
+    epochs: int | None = None,
     seed: int = 0,
     progress: bool = True,
     threads: int | None = None,
@@ -67,10 +67,10 @@ def run_demo(
     val_set = SimulatedPairs([test_cube], degradation)
     widths: dict[str, Any] = {"bands": cube.shape[0], "msi_bands": 3, "scale": 4, "nf": 24, "gc": 12}
     spec = RunSpec(
-        train=TrainConfig(
+        train=apply_recipe(TrainConfig(
             mode="cotrain", epochs=epochs, max_minutes=minutes, batch_size=8, crop=32, lr_teacher=1e-3,
             lr_student=1e-3, val_every=10, seed=seed, device="cpu",
-        ),
+        ), {"epochs", "max_minutes", "batch_size", "crop", "lr_teacher", "lr_student", "val_every", "seed", "device"}),
         teacher=preset_config("teacher", blocks=(1, 2, 1, 1), **widths),
         student=preset_config("student", blocks=(1, 1, 1, 1), **widths),
         normalization=Normalization("per_image"),
@@ -84,8 +84,12 @@ def run_demo(
     item = val_set[0]
     pair = EvalPair("demo-heldout", item["lr_hsi"], item["hr_msi"], item["hr_hsi"], 1.0, wavelengths)
     device = torch.device("cpu")
+    assert spec.student is not None
+    base = DTSNet(spec.student)  # untrained: its head's last convolution is zero, so it is the residual base
     methods = {
         "bicubic": bicubic_method(4, 0),
+        "base": model_method(LoadedModel(base, "base", spec.normalization, spec.wavelengths, spec.response,
+                                          spec.degradation, {}), device),
         "teacher": model_method(load_checkpoint(out / "teacher.pt"), device),
         "student": model_method(load_checkpoint(out / "student.pt"), device),
     }
@@ -95,5 +99,6 @@ def run_demo(
         name: {k: result["methods"][name][k] for k in ("psnr", "sam", "ergas", "rmse", "ssim")}
         for name in methods
     }
-    report["training"] = {"epochs": summary["epochs"], "steps": summary["steps"], "seconds": summary["seconds"]}
+    report["training"] = {"epochs": summary["epochs"], "steps": summary["steps"], "seconds": summary["seconds"],
+                          "stopped": summary["stopped"], "gains": summary["gains"]}
     return report

@@ -25,6 +25,7 @@ __all__ = [
     "LossWeights",
     "beba_loss",
     "feature_distillation_loss",
+    "pixel_loss",
     "response_distillation_loss",
     "sam_loss",
     "student_loss",
@@ -67,11 +68,11 @@ def beba_loss(pred: torch.Tensor, target: torch.Tensor, *, energy_offset: float 
     """Band-energy-balance-aware loss.
 
     With ``d = pred - target`` per element, the reference code's term
-    ``e(d) = 0.5 d^2 - 0.5 + relu(|d| - 1)`` (the -0.5 changes no gradient; the relu acts only where
+    ``e(d) = 0.5 d^2 - 0.5 + relu(|d| - 1)`` less its constant -0.5, which changes no gradient and made the
+    loss negative at a good prediction: ``e(d) = 0.5 d^2 + relu(|d| - 1)`` (the relu acts only where
     ``|d| > 1``). For each image and band b: ``mean over pixels of e`` divided by the band's energy
     ``E_b = mean over pixels of target_b^2 + energy_offset``; then the mean over bands and images.
-    Low-energy bands are thus weighted up. At a perfect prediction the loss is not 0 but
-    ``-0.5 * mean(1 / E_b)`` (its minimum).
+    Low-energy bands are thus weighted up. At a perfect prediction the loss is 0 (its minimum).
 
     Shape:
         - pred, target: (B, C, H, W) or (C, H, W)
@@ -79,7 +80,7 @@ def beba_loss(pred: torch.Tensor, target: torch.Tensor, *, energy_offset: float 
     """
     _check_pair(pred, target)
     d = pred - target
-    e = 0.5 * d.square() - 0.5 + F.relu(d.abs() - 1.0)
+    e = 0.5 * d.square() + F.relu(d.abs() - 1.0)
     per_band = e.mean(dim=(-2, -1))
     energy = target.square().mean(dim=(-2, -1)) + energy_offset
     return (per_band / energy).mean()
@@ -105,15 +106,32 @@ def feature_distillation_loss(f_student: torch.Tensor, f_teacher: torch.Tensor) 
     return F.binary_cross_entropy_with_logits(f_student, torch.sigmoid(f_teacher.detach()))
 
 
-def response_distillation_loss(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """``SmoothL1(S, T)`` (beta 1, mean over elements) with the teacher's output ``T`` detached.
+PIXEL_LOSSES = ("smooth_l1", "l1")
+
+
+def pixel_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "smooth_l1") -> torch.Tensor:
+    """The per-element distance, mean over elements: ``smooth_l1`` (beta 1, the paper's) or ``l1``.
+
+    On a residual over a good base the errors are ~0.01 on the [-1, 1] scale, where SmoothL1 is a squared error
+    whose steps follow the few largest errors; L1 follows their signs (csakd's default recipe, measured in the
+    README's training section).
+    """
+    if kind == "l1":
+        return F.l1_loss(pred, target)
+    if kind == "smooth_l1":
+        return F.smooth_l1_loss(pred, target)
+    raise InputError(f"pixel loss {kind!r}: expected one of {', '.join(PIXEL_LOSSES)}")
+
+
+def response_distillation_loss(s: torch.Tensor, t: torch.Tensor, kind: str = "smooth_l1") -> torch.Tensor:
+    """``SmoothL1(S, T)`` (beta 1, mean over elements; or ``kind`` of :func:`pixel_loss`), ``T`` detached.
 
     Shape:
         - s, t: (B, C, H, W) or (C, H, W)
         - output: () scalar
     """
     _check_pair(s, t, ("student output", "teacher output"))
-    return F.smooth_l1_loss(s, t.detach())
+    return pixel_loss(s, t.detach(), kind)
 
 
 @dataclass
@@ -156,9 +174,11 @@ def _total(out: torch.Tensor, weighted: list[torch.Tensor]) -> torch.Tensor:
 
 
 def teacher_loss(
-    out: torch.Tensor, target: torch.Tensor, w: LossWeights | None = None
+    out: torch.Tensor, target: torch.Tensor, w: LossWeights | None = None, *, pixel: str = "smooth_l1"
 ) -> dict[str, torch.Tensor]:
     """The teacher's loss ``w.pixel SmoothL1(T, X) + w.sam SAM(T, X) + w.beba BEBA(T, X)``.
+
+    ``pixel`` chooses the pixel term's distance (:func:`pixel_loss`: ``smooth_l1``, the paper's, or ``l1``).
 
     Returns:
         ``{"loss": weighted total, "l_pix", "l_sam", "l_beba": the unweighted terms}``; a term whose
@@ -173,7 +193,7 @@ def teacher_loss(
     parts: dict[str, torch.Tensor] = {}
     weighted: list[torch.Tensor] = []
     if w.pixel:
-        parts["l_pix"] = F.smooth_l1_loss(out, target)
+        parts["l_pix"] = pixel_loss(out, target, pixel)
         weighted.append(w.pixel * parts["l_pix"])
     if w.sam:
         parts["l_sam"] = sam_loss(out, target)
@@ -191,8 +211,11 @@ def student_loss(
     t_out: torch.Tensor | None,
     t_feat: torch.Tensor | None,
     w: LossWeights | None = None,
+    *,
+    pixel: str = "smooth_l1",
 ) -> dict[str, torch.Tensor]:
-    """The student's loss: the teacher's terms on S plus the distillation terms.
+    """The student's loss: the teacher's terms on S plus the distillation terms (``pixel``: as for the teacher,
+    also the distance of the response distillation).
 
     ``w.pixel SmoothL1(S, X) + w.response_kd SmoothL1(S, T) + w.feature_kd BCEWithLogits(F_S,
     sigmoid(F_T)) + w.beba BEBA(S, X) + w.sam SAM(S, X)``, ``T`` and ``F_T`` detached. Without a
@@ -208,10 +231,10 @@ def student_loss(
         - every value: () scalar
     """
     w = LossWeights() if w is None else w
-    result = teacher_loss(out, target, w)
+    result = teacher_loss(out, target, w, pixel=pixel)
     weighted = [result["loss"]] if len(result) > 1 else []
     if t_out is not None and w.response_kd:
-        result["l_kd_resp"] = response_distillation_loss(out, t_out)
+        result["l_kd_resp"] = response_distillation_loss(out, t_out, pixel)
         weighted.append(w.response_kd * result["l_kd_resp"])
     if t_feat is not None and w.feature_kd:
         result["l_kd_feat"] = feature_distillation_loss(feat, t_feat)

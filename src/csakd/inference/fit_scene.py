@@ -502,6 +502,7 @@ def fit_scene(
 
 
 def _fit_scene(lr_path: Path, msi_path: Path, out: Path, rdir: Path, opts: FitOptions) -> FitSceneResult:
+    from csakd.devices import resolve_device
     from csakd.envinfo import environment
     from csakd.inference.geo import apply_nodata, check_footprint, output_geo, output_nodata, prepare_nodata
     from csakd.inference.tiled import fuse_tiled_arrays
@@ -509,7 +510,7 @@ def _fit_scene(lr_path: Path, msi_path: Path, out: Path, rdir: Path, opts: FitOp
     from csakd.normalization import Normalization
     from csakd.train.checkpoint import load_checkpoint
     from csakd.train.config import TrainConfig
-    from csakd.train.trainer import RunSpec, Trainer, resolve_device
+    from csakd.train.trainer import RunSpec, Trainer
 
     timings: dict[str, float] = {}
     t_start = time.perf_counter()

@@ -10,12 +10,12 @@ import numpy as np
 import torch
 
 from csakd.data import Cube, read_cube, write_cube
+from csakd.devices import resolve_device
 from csakd.errors import InputError
 from csakd.inference.geo import NodataMasks, apply_nodata, check_footprint, output_geo, output_nodata, prepare_nodata
 from csakd.io_utils import check_writable
 from csakd.normalization import from_network, to_network
 from csakd.train.checkpoint import LoadedModel, check_compatible, load_checkpoint
-from csakd.train.trainer import resolve_device
 
 log = logging.getLogger(__name__)
 

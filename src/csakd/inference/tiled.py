@@ -571,9 +571,9 @@ def fuse_tiled_arrays(
         InputError: shapes, grids, non-finite values or tiling settings that do not fit.
         CheckpointError: band counts that differ from the checkpoint's.
     """
+    from csakd.devices import resolve_device
     from csakd.inference.fuse import check_pair
     from csakd.normalization import to_network
-    from csakd.train.trainer import resolve_device
 
     cfg = loaded.config
     check_tiling(cfg, tile=tile, overlap=overlap, batch_tiles=batch_tiles, blend=blend)

@@ -22,7 +22,7 @@ import logging
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
 from csakd.degradation import add_noise
+from csakd.devices import resolve_device
 from csakd.errors import CsakdError, InputError
 from csakd.io_utils import write_json
 from csakd.losses import student_loss, teacher_loss
@@ -73,18 +74,6 @@ class RunSpec:
         }
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise InputError(f"device {name!r}: expected auto, cpu, cuda or cuda:N") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {name!r} asked for, but CUDA is not available on this machine")
-    return device
-
-
 def amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
     if setting == "off" or (setting == "auto" and device.type != "cuda"):
         return None
@@ -97,12 +86,70 @@ def lr_factor(cfg: TrainConfig, role: str, epoch: int, progress: float) -> float
         if role == "teacher":
             base = cfg.lr_teacher
             eta_min = 1e-10
-            return (eta_min + (base - eta_min) * (1 + math.cos(math.pi * epoch / cfg.epochs)) / 2) / base
+            return (eta_min + (base - eta_min) * (1 + math.cos(math.pi * epoch / cfg.total_epochs)) / 2) / base
         return 0.9 ** (epoch // 100)
     if progress < cfg.warmup:
         return max(progress / cfg.warmup, 1e-3)
     t = (progress - cfg.warmup) / max(1e-9, 1 - cfg.warmup)
     return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+@dataclass
+class Plan:
+    """How a run planned by its budget spends it: the steps that fit, and the validation interval.
+
+    ``total_steps`` is derived from the timed first steps (``step_seconds``, the median of ``timed``) and the
+    time left after ``val_count`` validations and state saves (``val_seconds``, ``save_seconds`` each), less a
+    margin of 2%; validation runs every ``interval`` steps and at the end. The learning-rate schedule follows
+    the fraction of the budget used, so it ends at the budget's end whatever the steps cost.
+    """
+
+    total_steps: int
+    interval: int
+    step_seconds: float
+    timed: int
+    val_seconds: float
+    save_seconds: float
+    val_count: int
+
+    @classmethod
+    def make(cls, done: int, step_seconds: float, timed: int, val_seconds: float, save_seconds: float,
+             seconds_left: float, val_count: int, *, has_val: bool) -> Plan:
+        count = val_count if has_val else 1
+        val = val_seconds if has_val else 0.0
+        train_seconds = seconds_left * 0.98 - count * (val + save_seconds)
+        total = done + max(0, int(train_seconds / max(step_seconds, 1e-6)))
+        interval = max(1, math.ceil(total / count))
+        return cls(total, interval, step_seconds, timed, val, save_seconds, count)
+
+    def describe(self, budget_seconds: float) -> str:
+        per_minute = 60 / max(self.step_seconds, 1e-9)
+        return (f"plan: {self.step_seconds:.3g} s per step (median of {self.timed} timed steps), {per_minute:.0f} "
+                f"steps per minute -> {self.total_steps} steps in {budget_seconds / 60:.3g} min; validation every "
+                f"{self.interval} steps ({self.val_count} times, {self.val_seconds:.1f} s each); the learning "
+                "rate's cosine ends at the budget's end")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _SampleStream(Dataset[Batch]):
+    """The training set as one stream: sample ``g`` is item ``order(g // N)[g % N]`` of pass ``g // N``."""
+
+    def __init__(self, data: Dataset[Batch], order: Any) -> None:
+        self.data, self.order, self.n = data, order, len(data)  # type: ignore[arg-type]
+        self._orders: dict[int, list[int]] = {}
+
+    def __len__(self) -> int:
+        return 2**62
+
+    def __getitem__(self, g: int) -> Batch:
+        epoch, j = divmod(int(g), self.n)
+        if epoch not in self._orders:
+            self._orders = {epoch: self.order(epoch)}
+        if hasattr(self.data, "set_epoch"):
+            self.data.set_epoch(epoch)
+        return self.data[self._orders[epoch][j]]
 
 
 class Trainer:
@@ -186,7 +233,12 @@ class Trainer:
         self.epoch = 0  # epochs completed
         self.step = 0
         self.elapsed = 0.0  # seconds of training in earlier sessions of this run
-        self.best: dict[str, float] = {}
+        self.best: dict[str, float] = {}  # per role: the best value of ``select`` (negated for PSNR)
+        self.base_metrics: dict[str, dict[str, float]] = {}  # per role: validation at step 0
+        self.plan: Plan | None = None
+        self.val_seconds = 0.0  # the longest validation so far
+        self._step_seconds = 0.0  # the last step's time (epoch loop)
+        self._bar: Any = None
         self.nonfinite_in_a_row = 0
         self.writer: Any = None
         if resume:
@@ -294,7 +346,7 @@ class Trainer:
                 teacher.train()
                 with self._autocast():
                     t_out, t_feat = teacher(self._noisy(lr), msi)
-                parts = teacher_loss(t_out.float(), hr, self.cfg.losses)
+                parts = teacher_loss(t_out.float(), hr, self.cfg.losses, pixel=self.cfg.pixel_loss)
                 ok &= self._apply("teacher", parts["loss"], self.teacher)
                 logs.update({f"teacher/{k}": float(v.detach()) for k, v in parts.items()})
         if self.student is not None:
@@ -310,6 +362,7 @@ class Trainer:
                 t_out.detach().float() if distil and t_out is not None else None,
                 t_feat.detach().float() if distil and t_feat is not None else None,
                 self.cfg.losses,
+                pixel=self.cfg.pixel_loss,
             )
             ok &= self._apply("student", parts["loss"], self.student)
             logs.update({f"student/{k}": float(v.detach()) for k, v in parts.items()})
@@ -320,17 +373,23 @@ class Trainer:
 
     # ------------------------------------------------------------------ validation
     @torch.no_grad()
-    def validate(self) -> dict[str, dict[str, float]]:
+    def validate(self, deadline: float | None = None) -> dict[str, dict[str, float]]:
         """Mean metrics of each model over the validation set (whole images, [0, 1] scale, clamped).
 
         With several processes, rank ``r`` computes images ``r, r + W, ...``; the per-image metrics are
         gathered and averaged in image order on every rank, so the result is the single-process one.
+        Past ``deadline`` (a :func:`time.monotonic` time) the validation stops and returns ``{}``: a partial
+        mean would not compare with the others.
         """
         if self.val_set is None or len(self.val_set) == 0:  # type: ignore[arg-type]
             return {}
         rows: list[tuple[int, str, dict[str, float]]] = []
         models = [(r, m) for r, m in (("teacher", self.teacher), ("student", self.student)) if m is not None]
+        stopped_at = None
         for i in range(self.dist.rank, len(self.val_set), self.dist.world_size):  # type: ignore[arg-type]
+            if deadline is not None and time.monotonic() > deadline:
+                stopped_at = i
+                break
             item = self.val_set[i]
             lr = to_network(item["lr_hsi"][None].to(self.device))
             msi = to_network(item["hr_msi"][None].to(self.device))
@@ -342,6 +401,10 @@ class Trainer:
                 pred = from_network(out.float()).clamp(0, 1)
                 m = compute_metrics(pred, hr, scale=self.scale)
                 rows.append((i, role, {k: float(v[0]) for k, v in m.items()}))
+        if not ddp.all_true(stopped_at is None, self.dist, self.device):  # the same answer on every rank
+            if self.dist.is_main:
+                log.warning("validation stopped at the end of the time budget; its checkpoints are not compared")
+            return {}
         gathered = sorted((row for part in ddp.all_gather_objects(rows, self.dist) for row in part),
                           key=lambda row: row[0])
         results: dict[str, list[dict[str, float]]] = {}
@@ -377,6 +440,10 @@ class Trainer:
             "step": self.step,
             "elapsed": self.elapsed,
             "best": dict(self.best),
+            "select": self.cfg.select,
+            "base_metrics": self.base_metrics,
+            "plan": None if self.plan is None else self.plan.to_dict(),
+            "val_seconds": self.val_seconds,
             "models": {r: {k: v.cpu() for k, v in unwrap(m).state_dict().items()} for r, m in self.trainable()},
             "optimizers": {r: o.state_dict() for r, o in self.opt.items()},
             "noise_rng": noise_states[0],
@@ -405,7 +472,13 @@ class Trainer:
             net.load_state_dict(state["models"][role])
             self.opt[role].load_state_dict(state["optimizers"][role])
         self.epoch, self.step, self.elapsed = int(state["epoch"]), int(state["step"]), float(state["elapsed"])
+        if state.get("select", "sam") != self.cfg.select:
+            raise InputError(f"--resume: {path} kept checkpoints by validation {state.get('select', 'sam')}, "
+                             f"not {self.cfg.select}: resume with --select {state.get('select', 'sam')}")
         self.best = {k: float(v) for k, v in state["best"].items()}
+        self.base_metrics = dict(state.get("base_metrics") or {})
+        self.plan = Plan(**state["plan"]) if state.get("plan") else None
+        self.val_seconds = float(state.get("val_seconds", 0.0))
         saved_world = int(state.get("world_size", 1))
         if saved_world == self.dist.world_size:
             self.noise_gen.set_state(state.get("noise_rngs", [state["noise_rng"]])[self.dist.rank])
@@ -438,61 +511,48 @@ class Trainer:
                 self.writer.add_scalar(f"{kind}/{k}", v, self.step)
 
     # ------------------------------------------------------------------ loop
-    def fit(self, *, stop_after_epochs: int | None = None) -> dict[str, Any]:
-        """Train until the epochs or the time budget run out; return the best validation metrics.
+    def fit(self, *, stop_after_epochs: int | None = None, stop_after_steps: int | None = None) -> dict[str, Any]:
+        """Train until the plan, the epochs or the time budget run out; return the summary.
 
-        ``stop_after_epochs`` ends this session early (after that many epochs in total), as an
-        interruption would; ``resume`` continues it. With several processes every rank calls this; rank 0
-        writes the files and its summary is returned on every rank.
+        With ``max_minutes`` and no ``epochs`` the run is planned in steps (:class:`Plan`): the first steps are
+        timed, the number of steps that fills the budget (validations included) is derived from them, and the
+        networks are validated ``val_count`` times, evenly. Otherwise it runs ``epochs`` passes (validating
+        every ``val_every``), stopped early by ``max_minutes`` if given.
+
+        ``stop_after_epochs`` / ``stop_after_steps`` end this session early (after that many epochs or
+        validation intervals / steps in total), as an interruption would; ``resume`` continues it. With several
+        processes every rank calls this; rank 0 writes the files and its summary is returned on every rank.
         """
         cfg = self.cfg
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         budget = cfg.max_minutes * 60 if cfg.max_minutes else None
-        steps_per_epoch = max(1, len(self._loader(0)))
-        total_steps = steps_per_epoch * cfg.epochs
         started = time.monotonic() - self.elapsed
-        stop = self.epoch >= cfg.epochs
-        if budget is not None and self.elapsed >= budget:
-            stop = True
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total_steps, initial=self.step, disable=not (self.progress and self.dist.is_main),
-                   unit="step", dynamic_ncols=True)
+        show = self.progress and self.dist.is_main
+        if cfg.planned_by_budget:
+            assert budget is not None
+            # the bar counts the budget's seconds: its estimate is the time left, whatever a step costs
+            bar = tqdm(total=round(budget), initial=min(round(self.elapsed), round(budget)), disable=not show,
+                       unit="s", dynamic_ncols=True, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s "
+                       "[{elapsed}<{remaining}{postfix}]")
+        else:
+            steps_per_epoch = max(1, len(self._loader(0)))
+            bar = tqdm(total=steps_per_epoch * cfg.total_epochs, initial=self.step, disable=not show,
+                       unit="step", dynamic_ncols=True)
+        self._bar = bar
+        reason = "interrupted"
         try:
             if self.step == 0 and self.epoch == 0 and self._starts_from_a_base():
-                # epoch 0: the networks as initialised are their residual base exactly, so the best
-                # checkpoints are never worse on validation than the base itself (a short budget can be)
-                self._validate_and_save()
-            while not stop:
-                running: dict[str, float] = {}
-                n = 0
-                for batch in self._loader(self.epoch):
-                    now = self._clock(started) if budget else 0.0
-                    progress = max(self.step / total_steps, now / budget if budget else 0.0)
-                    self._set_lr(min(progress, 1.0))
-                    logs = self.train_step(batch)
-                    n += 1
-                    for k, v in logs.items():
-                        running[k] = running.get(k, 0.0) + v
-                    bar.update(1)
-                    bar.set_postfix({k.split("/")[0][0] + "_loss": f"{v:.4f}" for k, v in logs.items()
-                                     if k.endswith("/loss")})
-                    if budget is not None and self._clock(started) >= budget:
-                        stop = True
-                        break
-                self.epoch += 1
-                self.elapsed = self._clock(started)
-                if n:  # the same on every rank: the mean over the global batches
-                    total = ddp.sum_over_ranks(running, self.dist, self.device)
-                    self._log({k: v / (n * self.dist.world_size) for k, v in total.items()}, "train")
-                if self.epoch >= cfg.epochs:
-                    stop = True
-                if self.epoch % cfg.val_every == 0 or stop:
-                    self._validate_and_save()
-                self._save_state()
-                if stop_after_epochs is not None and self.epoch >= stop_after_epochs:
-                    break
+                # the networks as initialised are their residual base exactly, so the kept checkpoints are never
+                # worse on validation than the base itself (a short budget can be)
+                self._validate_and_save(deadline=None)
+            if cfg.planned_by_budget:
+                assert budget is not None
+                reason = self._run_planned(started, budget, stop_after_epochs, stop_after_steps)
+            else:
+                reason = self._run_epochs(started, budget, stop_after_epochs)
         finally:
             bar.close()
             if self.writer:
@@ -501,9 +561,180 @@ class Trainer:
         summary = None
         if self.dist.is_main:
             summary = {"epochs": self.epoch, "steps": self.step, "seconds": round(self.elapsed, 1),
-                       "best": self.best_metrics()}
+                       "stopped": reason, "plan": None if self.plan is None else self.plan.to_dict(),
+                       "best": self.best_metrics(), "base": self.base_metrics,
+                       "gains": self.gains()}
+            if reason != "paused" and not cfg.keep_last:
+                self._drop_last()
         result: dict[str, Any] = ddp.broadcast_object(summary, self.dist)
         return result
+
+    def _tick(self, started: float, budget: float | None, logs: dict[str, float]) -> None:
+        """Move the progress bar: by one step, or to the seconds used of the budget."""
+        bar = self._bar
+        post = {k.split("/")[0][0] + "_loss": f"{v:.4g}" for k, v in logs.items() if k.endswith("/loss")}
+        if self.cfg.planned_by_budget and budget is not None:
+            used = min(time.monotonic() - started, budget)
+            bar.update(max(0.0, round(used) - bar.n))
+            total = self.plan.total_steps if self.plan is not None else "?"
+            bar.set_postfix({"step": f"{self.step}/{total}", **post}, refresh=False)
+        else:
+            bar.update(1)
+            bar.set_postfix(post, refresh=False)
+
+    def _run_epochs(self, started: float, budget: float | None, stop_after_epochs: int | None) -> str:
+        """The epoch loop (``epochs`` given, or no budget): returns why it ended."""
+        cfg = self.cfg
+        total_steps = max(1, len(self._loader(0))) * cfg.total_epochs
+        if self.epoch >= cfg.total_epochs:
+            return "epochs"
+        if budget is not None and self.elapsed >= budget:
+            return "budget"
+        reason = ""
+        while not reason:
+            running: dict[str, float] = {}
+            n = 0
+            for batch in self._loader(self.epoch):
+                now = self._clock(started) if budget else 0.0
+                if budget is not None and n and now + self._step_seconds + self.val_seconds >= budget:
+                    reason = "budget"  # the next step and the last validation would not fit
+                    break
+                progress = max(self.step / total_steps, now / budget if budget else 0.0)
+                self._set_lr(min(progress, 1.0))
+                tick = time.monotonic()
+                logs = self.train_step(batch)
+                self._step_seconds = time.monotonic() - tick
+                n += 1
+                for k, v in logs.items():
+                    running[k] = running.get(k, 0.0) + v
+                self._tick(started, budget, logs)
+                if budget is not None and self._clock(started) >= budget:
+                    reason = "budget"
+                    break
+            self.epoch += 1
+            self.elapsed = self._clock(started)
+            self._log_train(running, n)
+            if self.epoch >= cfg.total_epochs:
+                reason = reason or "epochs"
+            if self.epoch % cfg.val_every == 0 or reason:
+                self._validate_and_save(deadline=None if budget is None else started + budget)
+            self._save_state()
+            if not reason and stop_after_epochs is not None and self.epoch >= stop_after_epochs:
+                reason = "paused"
+        return reason
+
+    def _run_planned(self, started: float, budget: float, stop_after_epochs: int | None,
+                     stop_after_steps: int | None) -> str:
+        """The loop of a run planned by its budget: time the first steps, plan, train and validate evenly.
+
+        The data are one stream of samples (sample ``g`` is sample ``g mod N`` of pass ``g // N`` of the
+        training set's per-pass order, the same as the epoch loop's), so the plan changes no sample.
+        """
+        cfg = self.cfg
+        stream = _SampleStream(self.train_set, self._epoch_order)
+        deadline = started + budget
+        if self.plan is None:
+            step_seconds, n_timed = self._time_first_steps(stream, started, budget)
+            save_tick = time.monotonic()
+            self._save_state()
+            save_seconds = ddp.max_over_ranks(time.monotonic() - save_tick, self.dist, self.device)
+            self.plan = Plan.make(self.step, step_seconds, n_timed, self.val_seconds, save_seconds,
+                                  budget - self._clock(started), cfg.val_count, has_val=self.val_set is not None)
+            if self.dist.is_main:
+                log.info("%s", self.plan.describe(budget))
+        plan = self.plan
+        reason = ""
+        while not reason:
+            end = min(plan.total_steps, (self.step // plan.interval + 1) * plan.interval)
+            if stop_after_steps is not None:
+                end = min(end, stop_after_steps)
+            running: dict[str, float] = {}
+            n = 0
+            for batch in self._stream_loader(stream, self.step, end):
+                val_seconds = max(plan.val_seconds, self.val_seconds)
+                if n and self._clock(started) + plan.step_seconds + val_seconds + plan.save_seconds >= budget:
+                    reason = "budget"  # the next step and the last validation and save would not fit
+                    break
+                self._set_lr(min(1.0, self._clock(started) / budget))
+                logs = self.train_step(batch)
+                n += 1
+                for k, v in logs.items():
+                    running[k] = running.get(k, 0.0) + v
+                self._tick(started, budget, logs)
+            self.epoch += 1
+            self.elapsed = self._clock(started)
+            self._log_train(running, n)
+            if self.step >= plan.total_steps:
+                reason = reason or "steps"
+            self._validate_and_save(deadline=deadline)
+            self._save_state()
+            self.elapsed = self._clock(started)
+            if self.elapsed >= budget:
+                reason = reason or "budget"
+            paused = (stop_after_steps is not None and self.step >= stop_after_steps) or (
+                stop_after_epochs is not None and self.epoch >= stop_after_epochs)
+            if not reason and paused:
+                reason = "paused"
+        return reason
+
+    def _time_first_steps(self, stream: _SampleStream, started: float, budget: float) -> tuple[float, int]:
+        """Train the first steps one at a time and return the seconds per step and how many were timed.
+
+        At least 3 steps and 2% of the budget are spent (at most 5% or 20 steps); the first step, which
+        allocates, is not counted when later ones exist.
+
+        Raises:
+            InputError: the budget is too short for one step and a validation.
+        """
+        times: list[float] = []
+        loader = iter(self._stream_loader(stream, self.step, self.step + 20))
+        while True:
+            if self._clock(started) >= budget:
+                if not times:
+                    raise InputError(
+                        f"--max-minutes {budget / 60:g} is too short: the budget ran out before the first training "
+                        f"step (validating the untrained networks took {self.val_seconds:.1f} s)")
+                break
+            tick = time.monotonic()
+            batch = next(loader)
+            self._set_lr(min(1.0, self._clock(started) / budget))
+            logs = self.train_step(batch)
+            times.append(ddp.max_over_ranks(time.monotonic() - tick, self.dist, self.device))
+            self._tick(started, budget, logs)
+            if len(times) == 1 and self._clock(started) + self.val_seconds >= budget:
+                raise InputError(
+                    f"--max-minutes {budget / 60:g} is too short: one training step took {times[0]:.1f} s and a "
+                    f"validation {self.val_seconds:.1f} s; give at least {3 * (times[0] + self.val_seconds) / 60:.2g} "
+                    "minutes, a smaller --crop/--batch-size or smaller networks")
+            used = self._clock(started) - self.elapsed
+            if len(times) >= 20 or used >= 0.05 * budget or (len(times) >= 3 and used >= 0.02 * budget):
+                break
+        timed = times[1:] if len(times) > 1 else times
+        return sorted(timed)[len(timed) // 2], len(timed)
+
+    def _stream_loader(self, stream: _SampleStream, first_step: int, end_step: int) -> DataLoader[Batch]:
+        """This rank's batches of steps ``first_step .. end_step - 1`` of the sample stream."""
+        batch_size = self.cfg.batch_size
+        order = list(range(first_step * batch_size, end_step * batch_size))
+        if self.dist.enabled:
+            order = ddp.shard_order(order, batch_size, self.dist.rank, self.dist.world_size)
+            batch_size //= self.dist.world_size
+        return DataLoader(stream, batch_size=batch_size, sampler=order, num_workers=self.cfg.num_workers,
+                          pin_memory=self.device.type == "cuda", drop_last=False, persistent_workers=False)
+
+    def _log_train(self, running: dict[str, float], n: int) -> None:
+        if n:  # the same on every rank: the mean over the global batches
+            total = ddp.sum_over_ranks(running, self.dist, self.device)
+            self._log({k: v / (n * self.dist.world_size) for k, v in total.items()}, "train")
+
+    def _drop_last(self) -> None:
+        """Remove ``last.pt`` at the end of a finished run (``keep_last`` keeps it)."""
+        path = self.run_dir / "last.pt"
+        if path.exists():
+            size = path.stat().st_size / 2**20
+            path.unlink()
+            log.info("removed %s (%.0f MB: the weights and optimiser state of every trained network, for --resume); "
+                     "pass --keep-last to keep it", path, size)
 
     def _starts_from_a_base(self) -> bool:
         """Whether some trained network starts as its residual base (a zero head) and there is validation data."""
@@ -517,25 +748,46 @@ class Trainer:
         """Seconds since ``started`` (monotonic); the largest over the ranks, so that all agree."""
         return ddp.max_over_ranks(time.monotonic() - started, self.dist, self.device)
 
-    def _validate_and_save(self) -> None:
-        metrics = self.validate()  # on every rank; files are written by rank 0
+    def _validate_and_save(self, deadline: float | None) -> None:
+        """Validate, log, and write each trained network that improves on its best so far by ``select``."""
+        tick = time.monotonic()
+        metrics = self.validate(deadline)  # on every rank; files are written by rank 0
+        if metrics:  # the longest over the ranks, so that every rank plans alike
+            seconds = ddp.max_over_ranks(time.monotonic() - tick, self.dist, self.device)
+            self.val_seconds = max(self.val_seconds, seconds)
+        key = self.cfg.select
         for role, m in metrics.items():
             self._log(m, f"val/{role}")
+            if self.step == 0 and m:
+                self.base_metrics[role] = dict(m)
             if self.dist.is_main:
-                log.info("epoch %d %s: PSNR %.2f dB, SAM %.3f deg", self.epoch, role, m["psnr"], m["sam"])
+                log.info("step %d %s: PSNR %.2f dB, SAM %.3f deg", self.step, role, m["psnr"], m["sam"])
         for role, net in (("teacher", self.teacher), ("student", self.student)):
             if net is None or (role == "teacher" and self.frozen_teacher):
                 continue
             m = metrics.get(role, {})
-            sam = m.get("sam", float("nan"))
-            improved = role not in self.best or (math.isfinite(sam) and sam < self.best[role])
+            if not m and role in self.best:
+                continue  # validation stopped early: nothing to compare
+            value = m.get(key, float("nan"))
+            score = -value if key == "psnr" else value  # lower is better
+            improved = role not in self.best or (math.isfinite(score) and score < self.best[role])
             if improved:
-                if math.isfinite(sam):
-                    self.best[role] = sam
+                if math.isfinite(score):
+                    self.best[role] = score
                 if not self.dist.is_main:
                     continue
                 save_payload(self.run_dir / f"{role}.pt", self._payload(role, net, m))
                 write_json(self.run_dir / f"{role}_metrics.json", {"epoch": self.epoch, "step": self.step, **m})
+
+    def gains(self) -> dict[str, dict[str, float]]:
+        """Each kept network's validation metrics minus those of its untrained base (step 0)."""
+        out: dict[str, dict[str, float]] = {}
+        for role, best in self.best_metrics().items():
+            base = self.base_metrics.get(role)
+            if base and "psnr" in best:
+                out[role] = {"step": int(best["step"]), "psnr": best["psnr"] - base["psnr"],
+                             "sam": best["sam"] - base["sam"], "ergas": best["ergas"] - base["ergas"]}
+        return out
 
     def best_metrics(self) -> dict[str, dict[str, float]]:
         out = {}
