@@ -439,14 +439,40 @@ def test_wrong_dtypes_and_zero_bands_are_refused(label: str, build: Callable[[Pa
             read_cube(path)
 
 
-@pytest.mark.parametrize("dtype", ["bool", "uint8", "int16", ">f8", "float16", "uint32"])
-def test_other_numeric_dtypes_read_as_their_values(dtype: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("dtype", ["uint8", "int16", ">f8", "float16", "uint32", "int8"])
+def test_other_numeric_dtypes_read_as_their_values(dtype: str, tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
     rng = np.random.default_rng(2)
-    arr = (rng.random((3, 4, 5)) * (2 if dtype == "bool" else 100)).astype(dtype)
+    arr = (rng.random((3, 4, 5)) * 100).astype(dtype)
     np.save(tmp_path / "a.npy", arr)
-    with fuzz_case(f"npy of {dtype}"):
+    with fuzz_case(f"npy of {dtype}"), caplog.at_level(logging.INFO, logger="csakd"):
         cube = read_cube(tmp_path / "a.npy")
     np.testing.assert_array_equal(cube.data, arr.astype(np.float32))
+    integer = np.dtype(dtype).kind in "iu"
+    said = [r.getMessage() for r in caplog.records if "read as plain numbers" in r.getMessage()]
+    assert bool(said) == integer, said  # integers: the log line states how their values are taken
+    if integer:
+        info = np.iinfo(np.dtype(dtype))
+        assert f"{tmp_path / 'a.npy'} holds {np.dtype(dtype)} integers (range {info.min}..{info.max})" in said[0]
+
+
+BOOLEAN_FILES: dict[str, Callable[[Path, np.ndarray], Path]] = {
+    "npy": lambda d, a: (np.save(d / "b.npy", a), d / "b.npy")[1],
+    "npz": lambda d, a: (np.savez(d / "b.npz", data=a), d / "b.npz")[1],
+    "mat v5 logical": lambda d, a: (scipy.io.savemat(d / "b.mat", {"x": a.transpose(1, 2, 0)}), d / "b.mat")[1],
+    "mat v7.3 logical": lambda d, a: (_mat73(d / "b.mat", {"x": a.transpose(1, 2, 0).astype(np.uint8)},
+                                            {"x": "logical"}), d / "b.mat")[1],
+    "tif": lambda d, a: (tifffile.imwrite(d / "b.tif", a), d / "b.tif")[1],
+}
+
+
+@pytest.mark.parametrize("kind", list(BOOLEAN_FILES))
+def test_boolean_arrays_are_refused_naming_the_file_and_the_type(kind: str, tmp_path: Path) -> None:
+    """A mask (a MATLAB logical, a numpy bool array) is not an image: read as 0/1 it would fuse silently."""
+    path = BOOLEAN_FILES[kind](tmp_path, np.random.default_rng(0).random((3, 4, 5)) > 0.5)
+    with fuzz_case(f"boolean {kind}"), pytest.raises(InputError, match="boolean") as info:
+        read_cube(path)
+    assert str(path) in str(info.value) and re.search(r"bool|logical", str(info.value).split("boolean", 1)[1])
 
 
 # ------------------------------------------------------------------------------------------ NaN / Inf, wavelengths

@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +32,15 @@ def _int_tuple(text: str) -> tuple[int, ...]:
         return tuple(int(v) for v in text.replace(" ", "").split(","))
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated integers like 1,4,4,1") from exc
+
+
+def _check_io(args: argparse.Namespace, outputs: dict[str, Any], inputs: dict[str, Any],
+              folders: Sequence[str] = ()) -> None:
+    """Before any work: no output may be an input (or lie in an input folder), two outputs may not be one
+    file, and an existing output file needs ``--overwrite`` (:func:`csakd.io_utils.check_outputs`)."""
+    from csakd.io_utils import check_outputs
+
+    check_outputs(outputs, inputs, overwrite=getattr(args, "overwrite", None), folders=folders)
 
 
 def _json_out(path: str | None, data: Any) -> None:
@@ -77,13 +88,11 @@ def _wavelengths(args: argparse.Namespace) -> Any:
 # ---------------------------------------------------------------------------------------------- demo
 def cmd_demo(args: argparse.Namespace) -> int:
     from csakd.demo import run_demo
-    from csakd.io_utils import check_writable
 
+    _check_io(args, {"--out": args.out, "--json": args.json}, {}, folders=["--out"])
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise InputError(f"{out} exists and is not empty: pass --overwrite or another --out")
-    if args.json and args.json != "-":
-        check_writable(args.json, overwrite=True)
     report = run_demo(out, minutes=args.minutes, progress=not args.quiet, threads=args.threads)
     print(f"demo run in {out}  (teacher.pt, student.pt, eval/)")
     print(f"{'method':<10}{'PSNR dB':>9}{'SAM deg':>9}{'ERGAS':>8}{'RMSE':>9}")
@@ -104,6 +113,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from csakd.io_utils import check_writable
     from csakd.train.data import center_crop
 
+    _check_io(args, {"--out-lr": args.out_lr, "--out-msi": args.out_msi, "--json": args.json},
+              {"--hr-hsi": args.hr_hsi, "--srf": args.srf, "--psf": args.psf, "--wavelengths": args.wavelengths})
     for path in (args.out_lr, args.out_msi):
         check_writable(path, overwrite=args.overwrite)
     if Path(args.out_lr).resolve() == Path(args.out_msi).resolve():
@@ -133,6 +144,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from csakd.train.recipe import build_run, train_config
     from csakd.train.trainer import Trainer
 
+    _check_io(args, {"--out": args.out, "--json": args.json, "--test-json": args.test_json},
+              {"--data": args.data, "--val-data": args.val_data, "--test-data": args.test_data, "--aviris": args.aviris,
+               "--teacher-checkpoint": args.teacher_checkpoint, "--srf": args.srf, "--psf": args.psf,
+               "--wavelengths": args.wavelengths}, folders=["--out"])
+    if args.test_json and args.test_json != "-" and Path(args.test_json).exists():  # eval has no --overwrite
+        raise InputError(f"--test-json {args.test_json} already exists: remove it or choose another name")
     train_config(args)  # bad settings fail here, before the data are read
     run_dir = Path(args.out)
     if run_dir.exists() and any(run_dir.iterdir()) and not (args.resume or args.overwrite):
@@ -243,10 +260,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from csakd.train.checkpoint import check_compatible, load_checkpoint
     from csakd.train.data import list_cube_files, load_hr_cubes, simulate_pair
 
-    if args.json and args.json != "-":
-        from csakd.io_utils import check_writable
-
-        check_writable(args.json, overwrite=True)
+    specs = args.checkpoint or []
+    _check_io(args, {"--out": args.out, "--json": args.json},
+              {"--checkpoint": [*specs, *(s.partition("=")[2] for s in specs if "=" in s)], "--data": args.data,
+               "--aviris": args.aviris, "--srf": args.srf, "--psf": args.psf, "--wavelengths": args.wavelengths},
+              folders=["--out"])
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         raise InputError(f"--out {args.out} is a file: expected a folder for the metrics and figures")
     checkpoints = args.checkpoint or []
@@ -258,6 +276,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         get_baseline(name)  # unknown names fail here, before any work
     named = _named_checkpoints(checkpoints, args.method or [])
     loaded = {name: load_checkpoint(path, scale=args.scale) for name, path in named.items()}
+    from csakd.inference.fuse import nonfinite_weights
+
+    for name, lm in loaded.items():
+        if nonfinite_weights(lm.model):
+            raise InputError(f"checkpoint {named[name]} has {nonfinite_weights(lm.model)} non-finite weight(s) (NaN "
+                             "or Inf): it is damaged or its training diverged; nothing was evaluated")
     first = next(iter(loaded.values()), None)
     scale = first.config.scale if first is not None else args.scale
     pairs: list[EvalPair] = []
@@ -353,6 +377,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------- fuse
 def cmd_fuse(args: argparse.Namespace) -> int:
+    _check_io(args, {"--out": args.out, "--json": args.json},
+              {"--lr-hsi": args.lr_hsi, "--hr-msi": args.hr_msi, "--checkpoint": args.checkpoint})
     runtime = args.runtime or ("onnx" if str(args.checkpoint).lower().endswith(".onnx") else "torch")
     t0 = time.perf_counter()
     if runtime == "onnx":  # never imports torch
@@ -362,7 +388,7 @@ def cmd_fuse(args: argparse.Namespace) -> int:
             raise InputError("--tile is not available with --runtime onnx: the attention needs a whole-scene pass")
         out = fuse_files_onnx(args.lr_hsi, args.hr_msi, args.checkpoint, args.out, overwrite=args.overwrite,
                               providers=providers_for_device(args.device), variable_lr=args.variable,
-                              variable_msi=args.variable, layout=args.layout)
+                              variable_msi=args.variable, layout=args.layout, strict=args.strict)
     else:
         if str(args.checkpoint).lower().endswith(".onnx"):
             raise InputError(f"{args.checkpoint} is an ONNX file: use --runtime onnx")
@@ -372,13 +398,14 @@ def cmd_fuse(args: argparse.Namespace) -> int:
             out = fuse_files_tiled(args.lr_hsi, args.hr_msi, args.checkpoint, args.out, tile=args.tile,
                                    overlap=args.overlap, batch_tiles=args.batch_tiles, blend=args.blend,
                                    overwrite=args.overwrite, device=args.device, variable_lr=args.variable,
-                                   variable_msi=args.variable, layout=args.layout, progress=sys.stderr.isatty())
+                                   variable_msi=args.variable, layout=args.layout, progress=sys.stderr.isatty(),
+                                   strict=args.strict)
         else:
             from csakd.inference import fuse_files
 
             out = fuse_files(args.lr_hsi, args.hr_msi, args.checkpoint, args.out, overwrite=args.overwrite,
                              device=args.device, variable_lr=args.variable, variable_msi=args.variable,
-                             layout=args.layout)
+                             layout=args.layout, strict=args.strict)
     seconds = time.perf_counter() - t0
     print(f"wrote {out} in {seconds:.2f} s")
     _json_out(args.json, {"out": str(out), "seconds": seconds})
@@ -391,10 +418,9 @@ def cmd_fit_scene(args: argparse.Namespace) -> int:
 
     from csakd.inference.fit_scene import FitOptions, fit_scene, summary_lines
 
-    if args.json and args.json != "-":
-        from csakd.io_utils import check_writable
-
-        check_writable(args.json, overwrite=True)
+    _check_io(args, {"--out": args.out, "--report-dir": args.report_dir, "--json": args.json},
+              {"--lr": args.lr_hsi, "--msi": args.hr_msi, "--wavelengths": args.wavelengths,
+               "--response": args.response}, folders=["--report-dir"])
     minutes = args.minutes if args.minutes is not None else (None if args.steps else 3.0)
     baselines = tuple(b for b in (args.baseline or ["gsa"]) if b.lower() != "none")
     overrides = {"nf": args.nf, "gc": args.gc, "blocks": args.blocks, "fusion": args.fusion}
@@ -431,6 +457,7 @@ def cmd_fit_scene(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from csakd.inference.export import export_onnx
 
+    _check_io(args, {"--out": args.out, "--json": args.json}, {"--checkpoint": args.checkpoint})
     result = export_onnx(args.checkpoint, args.out, opset=args.opset, overwrite=args.overwrite,
                          check=not args.no_check, atol=args.atol, exporter=args.exporter, scale=args.scale)
     print(f"wrote {result['out']} ({result['exporter']} exporter, opset {result['opset']}; "
@@ -443,6 +470,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     from csakd.models import count_config_params, count_macs, count_params, preset_config
 
+    _check_io(args, {"--json": args.json}, {"--checkpoint": args.checkpoint})
     if args.checkpoint:
         from csakd.train.checkpoint import load_checkpoint
 
@@ -475,6 +503,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from csakd.bench import bench
 
+    _check_io(args, {"--json": args.json}, {})
     if args.threads:
         import torch
 
@@ -653,6 +682,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--blend", choices=["cosine", "linear", "none"], default="cosine",
                    help="seam blending when the overlap is below the receptive field (default cosine)")
     p.add_argument("--json", help="write a summary as JSON to FILE (- for stdout)")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse inputs with negative values or values far beyond the checkpoint's training range "
+                        "(default: a warning)")
     add_cube_args(p)
     p.set_defaults(func=cmd_fuse)
 
@@ -758,14 +790,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         level = logging.WARNING
     logging.basicConfig(level=level,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    previous = _handle_sigterm()
     try:
         return int(args.func(args))
     except CsakdError as exc:
         print(f"csakd: error: {exc}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("csakd: terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("csakd: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised by SIGTERM while a command runs: it unwinds as Ctrl-C does (temporary files removed, the last
+    complete checkpoint kept), then ``main`` prints ``csakd: terminated`` and returns 143 (128 + SIGTERM)."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+def _handle_sigterm() -> Any:
+    """Make SIGTERM raise :class:`Terminated` in the main thread; return the previous handler (None elsewhere)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is signal.SIG_IGN:  # nohup-style launches that ignore SIGTERM keep ignoring it
+        return None
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    return signal.SIG_DFL if previous is None else previous
 
 
 if __name__ == "__main__":

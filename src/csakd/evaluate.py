@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from csakd.degradation import upsample_in_phase
+from csakd.io_utils import check_result
 from csakd.metrics import compute_metrics, summarize
 from csakd.normalization import from_network, to_network
 from csakd.train.checkpoint import LoadedModel
@@ -120,8 +121,12 @@ def evaluate(
         lr, msi, hr = pair.lr_hsi[None], pair.hr_msi[None], pair.hr_hsi[None]
         for name, method in methods.items():
             t0 = time.perf_counter()
-            pred = method(lr, msi).float().clamp(0, 1)
+            raw = method(lr, msi).float()
             seconds = time.perf_counter() - t0
+            check_result(raw.detach().cpu().numpy(), f"the output of {name} on {pair.name}", target="any metrics file",
+                         cause="a checkpoint with non-finite weights or inputs far outside its range, or a baseline "
+                               "that failed numerically on this pair")
+            pred = raw.clamp(0, 1)
             m = compute_metrics(pred, hr, scale=scale, units=pair.peak)
             rows.append({"method": name, "image": pair.name, **{key: float(m[key][0]) for key in METRIC_KEYS},
                          "seconds": seconds})

@@ -13,6 +13,7 @@ nothing else. Kinds:
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -23,7 +24,11 @@ from csakd.errors import InputError
 if TYPE_CHECKING:  # torch is imported where it is used: this module also serves the torch-free ONNX runtime
     import torch
 
+log = logging.getLogger(__name__)
+
 KINDS = ("none", "fixed", "per_image")
+#: Input values beyond this many times the range a checkpoint was trained on are called absurd.
+ABSURD_FACTOR = 1e6
 
 
 @dataclass(frozen=True)
@@ -88,3 +93,46 @@ def to_network(x01: torch.Tensor, *, inplace: bool = False) -> torch.Tensor:
 def from_network(x: torch.Tensor) -> torch.Tensor:
     """The networks' [-1, 1] -> [0, 1]."""
     return (x + 1.0) * 0.5
+
+
+def value_problems(normalization: Normalization, lr_hsi: np.ndarray, hr_msi: np.ndarray, *,
+                   names: tuple[str, str] = ("lr_hsi", "hr_msi")) -> list[str]:
+    """What is odd about the (finite) values of an LR-HSI / HR-MSI pair for a checkpoint of ``normalization``:
+    negative values (radiance and reflectance are not negative), and values beyond :data:`ABSURD_FACTOR`
+    times the range the checkpoint was trained on ([0, hsi_scale] / [0, msi_scale] for ``fixed``, [0, 1] for
+    ``none`` and for the LR-HSI under ``per_image``, [0, the LR-HSI's maximum] for its HR-MSI), with counts."""
+    lr, msi = np.asarray(lr_hsi), np.asarray(hr_msi)
+    if normalization.kind == "fixed":
+        refs = (normalization.hsi_scale, normalization.msi_scale)
+    elif normalization.kind == "per_image":  # both images are divided by the LR-HSI's maximum
+        refs = (1.0, max(1.0, float(np.max(lr))))
+    else:
+        refs = (1.0, 1.0)
+    problems = []
+    for name, data, ref in ((names[0], lr, refs[0]), (names[1], msi, refs[1])):
+        negative = int(np.count_nonzero(data < 0))
+        if negative:
+            problems.append(f"{name} has {negative} negative value(s) among {data.size} (minimum "
+                            f"{float(data.min()):.4g}): radiance and reflectance are not negative")
+        bound = ABSURD_FACTOR * ref
+        absurd = int(np.count_nonzero(np.abs(data) > bound))
+        if absurd:
+            largest = float(np.abs(data).max())
+            problems.append(f"{name} has {absurd} value(s) beyond {bound:.3g} (largest {largest:.4g}),"
+                            f" over {ABSURD_FACTOR:.0e} times the range the checkpoint was trained on "
+                            f"([0, {ref:.4g}]): wrong units or a damaged file?")
+    return problems
+
+
+def check_values(normalization: Normalization, lr_hsi: np.ndarray, hr_msi: np.ndarray, *, strict: bool = False,
+                 names: tuple[str, str] = ("lr_hsi", "hr_msi")) -> None:
+    """Log a warning for each of :func:`value_problems`; with ``strict``, refuse the pair instead.
+
+    Raises:
+        InputError: ``strict`` and the pair has negative or absurd values (all the problems in one line).
+    """
+    problems = value_problems(normalization, lr_hsi, hr_msi, names=names)
+    if problems and strict:
+        raise InputError("; ".join(problems) + " (refused by --strict)")
+    for problem in problems:
+        log.warning("%s", problem)

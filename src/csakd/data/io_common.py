@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ __all__ = [
     "Layout",
     "atomic_paths",
     "check_float_dtype",
+    "check_image_dtype",
     "check_layout",
     "check_numeric_dtype",
     "check_output_free",
@@ -26,6 +28,8 @@ __all__ = [
 ]
 
 Layout = Literal["auto", "chw", "hwc"]
+
+logger = logging.getLogger(__name__)
 
 _WAVELENGTH_NAME = re.compile(
     r"^(wavelengths?|wavelength_nm|wl|wls|lambdas?|wave|waves|bands_nm)$", re.IGNORECASE
@@ -63,6 +67,20 @@ def check_numeric_dtype(dt: np.dtype, what: str) -> None:
         )
 
 
+def check_image_dtype(dt: np.dtype, what: str) -> None:
+    """Refuse a boolean array (a mask, a MATLAB ``logical``: not an image), and log what an integer one means:
+    its values are read as they are (digital numbers), not rescaled."""
+    if dt.kind == "b":
+        raise InputError(
+            f"{what} holds a boolean array (dtype {dt}, e.g. a MATLAB logical mask): expected image values "
+            "(integers or floats); convert it to numbers first if it really is an image"
+        )
+    if dt.kind in "iu":
+        info = np.iinfo(dt)
+        logger.info("%s holds %s integers (range %d..%d): read as plain numbers (digital numbers), not rescaled; "
+                    "csakd takes the values as they are", what, dt, info.min, info.max)
+
+
 def to_chw(arr: np.ndarray, layout: Literal["chw", "hwc"], dtype: np.dtype, what: str) -> np.ndarray:
     """Convert a 3-D array in ``layout`` to a C-contiguous ``(C, H, W)`` array of ``dtype``.
 
@@ -76,6 +94,7 @@ def to_chw(arr: np.ndarray, layout: Literal["chw", "hwc"], dtype: np.dtype, what
         InputError: if ``arr`` is not 3-D, not numeric, or has no bands or pixels.
     """
     check_numeric_dtype(arr.dtype, what)
+    check_image_dtype(arr.dtype, what)
     if arr.ndim != 3:
         raise InputError(
             f"{what} has {arr.ndim} dimension(s) {arr.shape}: expected a 3-D cube "

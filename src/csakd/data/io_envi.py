@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from csakd.data.cube import Cube, GeoInfo, check_allocation, wavelengths_to_nm
+from csakd.data.io_common import check_image_dtype
 from csakd.errors import InputError
 
 __all__ = [
@@ -287,6 +288,7 @@ def read_envi(header_path: Path, data_path: Path, dtype: np.dtype) -> Cube:
         mm = np.memmap(data_path, dtype=disk, mode="r", offset=hdr.header_offset, shape=hdr.disk_shape)
     except (OSError, ValueError) as exc:
         raise InputError(f"{what} could not be mapped: {exc}") from exc
+    check_image_dtype(disk, what)
     order = {"bsq": (0, 1, 2), "bil": (1, 0, 2), "bip": (2, 0, 1)}[hdr.interleave]
     data = np.ascontiguousarray(np.transpose(mm, order), dtype=dtype)
     if not data.flags.writeable:  # still the read-only map of the file: read it into memory

@@ -196,6 +196,11 @@ def _check_candidate(what: str, name: str, shape: tuple[int, ...], cls: str) -> 
     """Raise if the chosen variable is not a 3-D numeric array."""
     if not is_numeric_description(cls):
         raise InputError(f"{what}: variable {name!r} is of class {cls}, expected a numeric (real) array")
+    if cls.lower().startswith(("logical", "bool")):
+        raise InputError(
+            f"{what}: variable {name!r} is a boolean array (class {cls}, a mask): expected image values "
+            "(integers or floats); convert it to numbers first if it really is an image"
+        )
     if len(shape) != 3:
         raise InputError(
             f"{what}: variable {name!r} has shape {shape}, expected a 3-D cube (height, width, bands)"

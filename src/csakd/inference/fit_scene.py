@@ -51,7 +51,7 @@ from csakd.data.pairs import SimulatedPairs
 from csakd.data.writers import SUPPORTED_WRITE_SUFFIXES
 from csakd.degradation import Degradation, DegradationConfig, SpectralResponse, gaussian_kernel, upsample_in_phase
 from csakd.errors import InputError
-from csakd.io_utils import check_writable, write_json
+from csakd.io_utils import check_outputs, check_result, check_writable, write_json
 from csakd.metrics import cc, compute_metrics, psnr, rmse, sam, ssim
 
 log = logging.getLogger(__name__)
@@ -514,6 +514,8 @@ def _fit_scene(lr_path: Path, msi_path: Path, out: Path, rdir: Path, opts: FitOp
 
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
+    check_outputs({"out": out, "report_dir": rdir}, {"lr_hsi": lr_path, "hr_msi": msi_path}, overwrite=opts.overwrite,
+                  folders=["report_dir"])
     _check_out(out, opts.overwrite)
     _check_report_dir(rdir, opts.overwrite)
     if out.resolve().parent == (rdir / "model").resolve():
@@ -631,14 +633,12 @@ def _fit_scene(lr_path: Path, msi_path: Path, out: Path, rdir: Path, opts: FitOp
     fused = fuse_tiled_arrays(loaded, lr_cube.data, msi_cube.data, tile=opts.tile, device=str(device))
     assert fused is not None
     timings["fuse"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    geo = output_geo(msi_cube.geo, masks)
-    written = np.array(fused, copy=True) if masks.active else fused
-    apply_nodata(written, masks.hr_window(slice(0, msi_cube.height), slice(0, msi_cube.width)), output_nodata(geo))
-    write_cube(out, Cube(written, wavelengths=wavelengths, band_names=lr_cube.band_names, geo=geo,
-                         source=str(lr_path)), overwrite=opts.overwrite)
-    del written
-    timings["write"] = time.perf_counter() - t0
+    from csakd.inference.fuse import nonfinite_weights
+
+    check_result(fused, "the fitted network's fused image", target=out, cause=lambda: (
+        f"the fitted network has {nonfinite_weights(loaded.model)} non-finite weight(s): its training diverged "
+        "(try a lower --learning-rate)" if nonfinite_weights(loaded.model) else
+        "the inputs and the fitted weights are finite, so the network overflowed"))
 
     # ------------------------------------------------------------------ baselines and consistency
     t0 = time.perf_counter()
@@ -650,8 +650,20 @@ def _fit_scene(lr_path: Path, msi_path: Path, out: Path, rdir: Path, opts: FitOp
         tb = time.perf_counter()
         results[name] = _t(get_baseline(name)(lr01, msi01, scale, response=est.response, phase=est.phase,
                                                blur_kernel=est.kernel).numpy())
+        check_result(results[name].numpy(), f"the output of the baseline {name}", target=out,
+                     cause=f"{name} failed numerically on this pair (its inputs are finite); leave it out with "
+                           "--baseline none or choose another")
         timings[f"baseline_{name}"] = time.perf_counter() - tb
     timings["baselines"] = time.perf_counter() - t0
+    # the fused image is written only once every result is known to be finite
+    t0 = time.perf_counter()
+    geo = output_geo(msi_cube.geo, masks)
+    written = np.array(fused, copy=True) if masks.active else fused
+    apply_nodata(written, masks.hr_window(slice(0, msi_cube.height), slice(0, msi_cube.width)), output_nodata(geo))
+    write_cube(out, Cube(written, wavelengths=wavelengths, band_names=lr_cube.band_names, geo=geo,
+                         source=str(lr_path)), overwrite=opts.overwrite)
+    del written
+    timings["write"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     spectral = {name: spectral_consistency(x, lr01, est.kernel, scale, est.phase, units=hsi_scale)
                 for name, x in results.items()}

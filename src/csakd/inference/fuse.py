@@ -13,8 +13,8 @@ from csakd.data import Cube, read_cube, write_cube
 from csakd.devices import resolve_device
 from csakd.errors import InputError
 from csakd.inference.geo import NodataMasks, apply_nodata, check_footprint, output_geo, output_nodata, prepare_nodata
-from csakd.io_utils import check_writable
-from csakd.normalization import from_network, to_network
+from csakd.io_utils import check_outputs, check_result, check_writable
+from csakd.normalization import check_values, from_network, to_network
 from csakd.train.checkpoint import LoadedModel, check_compatible, load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -95,6 +95,27 @@ def read_checked_pair(
     return lr, msi, masks
 
 
+def nonfinite_weights(model: torch.nn.Module) -> int:
+    """How many of ``model``'s floating-point parameters and buffers are NaN or Inf."""
+    return sum(int((~torch.isfinite(t)).sum()) for t in model.state_dict().values() if t.is_floating_point())
+
+
+def result_cause(loaded: LoadedModel, checkpoint: object) -> str:
+    """The likely cause of a non-finite result from finite inputs: the checkpoint's weights, else an overflow."""
+    bad = nonfinite_weights(loaded.model)
+    if bad:
+        return (f"the checkpoint {checkpoint} has {bad} non-finite weight(s) (NaN or Inf): it is damaged or its "
+                "training diverged; use another checkpoint")
+    return (f"the inputs and the weights of {checkpoint} are finite, so the network overflowed: are the inputs in "
+            "the units the checkpoint was trained on?")
+
+
+def check_input_values(loaded: LoadedModel, lr: Cube, msi: Cube, *, strict: bool = False) -> None:
+    """Warn about (``strict``: refuse) negative or absurd input values (:func:`csakd.normalization.check_values`)."""
+    check_values(loaded.normalization, lr.data, msi.data, strict=strict,
+                 names=(f"lr_hsi {lr.source}", f"hr_msi {msi.source}"))
+
+
 def output_wavelengths(loaded: LoadedModel, lr: Cube) -> np.ndarray | None:
     """The fused image's wavelengths: the LR-HSI's, else the checkpoint's."""
     if lr.wavelengths is None and loaded.wavelengths is not None:
@@ -113,19 +134,26 @@ def fuse_files(
     variable_lr: str | None = None,
     variable_msi: str | None = None,
     layout: str = "auto",
+    strict: bool = False,
 ) -> Path:
     """Read the two files, fuse, and write the result in the format of ``out_path``'s extension.
 
-    Everything is checked before the output is written; an existing output needs ``overwrite``.
+    Everything is checked before the output is written; an existing output needs ``overwrite``; the output is
+    never one of the inputs (:func:`csakd.io_utils.check_outputs`). Negative or absurd input values are warned
+    about (refused with ``strict``); a result with NaN or Inf values is not written.
     Wavelengths come from the LR-HSI (else the checkpoint); georeferencing from the HR-MSI. Georeferenced
     inputs must cover the same footprint (:func:`csakd.inference.geo.check_footprint`); nodata pixels are
     filled before the network and are nodata in the output (:mod:`csakd.inference.geo`).
     """
+    check_outputs({"out": out_path}, {"lr_hsi": lr_path, "hr_msi": msi_path, "checkpoint": checkpoint},
+                  overwrite=overwrite)
     check_writable(out_path, overwrite=overwrite)
     loaded = load_checkpoint(checkpoint)
     lr, msi, masks = read_checked_pair(loaded, lr_path, msi_path, variable_lr=variable_lr,
                                        variable_msi=variable_msi, layout=layout)
+    check_input_values(loaded, lr, msi, strict=strict)
     fused = fuse_arrays(loaded, lr.data, msi.data, device=device)
+    check_result(fused, "the fused image", target=out_path, cause=lambda: result_cause(loaded, checkpoint))
     geo = output_geo(msi.geo, masks)
     apply_nodata(fused, masks.hr_window(slice(0, msi.height), slice(0, msi.width)), output_nodata(geo))
     cube = Cube(fused, wavelengths=output_wavelengths(loaded, lr), band_names=lr.band_names, geo=geo,

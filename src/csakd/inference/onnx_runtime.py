@@ -39,8 +39,8 @@ from csakd.data import Cube, read_cube, write_cube
 from csakd.data.writers import SUPPORTED_WRITE_SUFFIXES
 from csakd.errors import CheckpointError, InputError
 from csakd.inference.geo import apply_nodata, check_footprint, output_geo, output_nodata, prepare_nodata
-from csakd.io_utils import check_writable
-from csakd.normalization import Normalization
+from csakd.io_utils import check_outputs, check_result, check_writable
+from csakd.normalization import Normalization, check_values
 
 __all__ = ["FORMAT", "OnnxFuser", "Providers", "check_pair", "default_providers", "fuse_files_onnx",
            "providers_for_device"]
@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 
 #: The ``csakd_format`` metadata value of csakd's ONNX files (the same as ``csakd.inference.export.FORMAT``).
 FORMAT = "csakd-onnx"
+#: The ``csakd_format_version`` values this csakd reads (``csakd.inference.export.FORMAT_VERSION`` is the newest).
+READABLE_FORMAT_VERSIONS = (1,)
 _REQUIRED = ("bands", "msi_bands", "scale", "normalization")
 
 #: ONNX Runtime providers: names, or ``(name, options)`` pairs such as ``("CUDAExecutionProvider", {"device_id": 1})``.
@@ -198,6 +200,11 @@ class OnnxFuser:
                 out[key] = text
         if out["csakd_format"] != FORMAT:
             raise CheckpointError(f"{self.path}: csakd_format is {out['csakd_format']!r}, expected {FORMAT!r}")
+        version = out.get("csakd_format_version")
+        if version is not None and version not in READABLE_FORMAT_VERSIONS:
+            readable = ", ".join(map(str, READABLE_FORMAT_VERSIONS))
+            raise CheckpointError(f"{self.path} has csakd_format_version {version!r}: this csakd reads versions "
+                                  f"{readable} (upgrade csakd to use a file of a newer version)")
         missing = [k for k in _REQUIRED if k not in out]
         if missing:
             raise CheckpointError(f"{self.path}: csakd metadata lacks {', '.join(missing)}")
@@ -284,6 +291,7 @@ def fuse_files_onnx(
     variable_lr: str | None = None,
     variable_msi: str | None = None,
     layout: Literal["auto", "chw", "hwc"] = "auto",
+    strict: bool = False,
 ) -> Path:
     """Read the two files, fuse with the ONNX model, write the result in the format of ``out_path``'s extension.
 
@@ -296,6 +304,7 @@ def fuse_files_onnx(
     Returns:
         ``out_path`` as a :class:`~pathlib.Path`.
     """
+    check_outputs({"out": out_path}, {"lr_hsi": lr_path, "hr_msi": msi_path, "model": onnx_path}, overwrite=overwrite)
     out = check_writable(Path(out_path).expanduser(), overwrite=overwrite)
     if out.suffix.lower() not in SUPPORTED_WRITE_SUFFIXES:
         raise InputError(f"{out}: cannot write {out.suffix or 'files without an extension'!r}: expected one of "
@@ -310,12 +319,37 @@ def fuse_files_onnx(
     check_pair(lr.data.shape, msi.data.shape, bands=fuser.bands, msi_bands=fuser.msi_bands, scale=fuser.scale,
                what=f"the ONNX model {fuser.path.name}")
     check_footprint(lr.geo, msi.geo, lr.data.shape, msi.data.shape, fuser.scale)
+    check_values(fuser.normalization, lr.data, msi.data, strict=strict,
+                 names=(f"lr_hsi {lr.source}", f"hr_msi {msi.source}"))
     fused = fuser.fuse(lr.data, msi.data)
+    check_result(fused, "the fused image", target=out, cause=lambda: _onnx_cause(fuser.path))
     geo = output_geo(msi.geo, masks)
     apply_nodata(fused, masks.hr_window(slice(0, msi.height), slice(0, msi.width)), output_nodata(geo))
     wavelengths = lr.wavelengths if lr.wavelengths is not None else fuser.wavelengths
     cube = Cube(fused, wavelengths=wavelengths, band_names=lr.band_names, geo=geo, source=str(lr_path))
     return write_cube(out, cube, overwrite=overwrite)
+
+
+def _onnx_cause(path: Path) -> str:
+    """The likely cause of a non-finite result from finite inputs: non-finite weights in the ONNX file (counted
+    when the ``onnx`` package is installed), else an overflow."""
+    try:
+        import onnx
+        from onnx import numpy_helper
+
+        model = onnx.load(str(path))
+        bad = 0
+        for init in model.graph.initializer:
+            arr = numpy_helper.to_array(init)
+            if arr.dtype.kind == "f":
+                bad += int(arr.size - np.count_nonzero(np.isfinite(arr)))
+    except Exception:  # no onnx package, or a file it cannot parse: no count
+        return (f"the inputs are finite: the model {path} may hold non-finite weights, or the network overflowed "
+                "(are the inputs in the units it was trained on?)")
+    if bad:
+        return f"the ONNX model {path} has {bad} non-finite weight(s) (NaN or Inf): it is damaged; export it again"
+    return (f"the inputs and the weights of {path} are finite, so the network overflowed: are the inputs in the "
+            "units it was trained on?")
 
 
 #: The optional file libraries each output format needs (any one of them).

@@ -950,24 +950,31 @@ def fuse_files_tiled(
     variable_msi: str | None = None,
     layout: str = "auto",
     progress: bool = False,
+    strict: bool = False,
 ) -> Path:
     """Read the two files, fuse tile by tile and write the output window by window (:class:`CubeWriter`).
 
     As :func:`csakd.inference.fuse.fuse_files` (wavelengths from the LR-HSI, else the checkpoint;
     georeferencing from the HR-MSI; footprints checked and nodata handled by :mod:`csakd.inference.geo`, the
     output's nodata mask applied window by window), with bounded memory for the output. Everything is checked
-    before the output file is created; an existing output needs ``overwrite``.
+    before the output file is created; an existing output needs ``overwrite``, and no input is ever the output.
+    Each window is checked before it is written: one with NaN or Inf values stops the fusion, removes the
+    temporary file, and the output never appears.
     """
-    from csakd.inference.fuse import output_wavelengths, read_checked_pair
+    from csakd.inference.fuse import check_input_values, output_wavelengths, read_checked_pair, result_cause
     from csakd.inference.geo import apply_nodata, output_geo, output_nodata
+    from csakd.io_utils import check_outputs, check_result
     from csakd.train.checkpoint import load_checkpoint
 
     target = Path(out_path).expanduser()
+    check_outputs({"out": out_path}, {"lr_hsi": lr_path, "hr_msi": msi_path, "checkpoint": checkpoint},
+                  overwrite=overwrite)
     CubeWriter.check_path(target, overwrite=overwrite)
     loaded = load_checkpoint(checkpoint)
     check_tiling(loaded.config, tile=tile, overlap=overlap, batch_tiles=batch_tiles, blend=blend)
     lr, msi, masks = read_checked_pair(loaded, lr_path, msi_path, variable_lr=variable_lr,
                                        variable_msi=variable_msi, layout=layout)
+    check_input_values(loaded, lr, msi, strict=strict)
     wavelengths = output_wavelengths(loaded, lr)
     shape = (lr.bands, msi.height, msi.width)
     geo = output_geo(msi.geo, masks)
@@ -975,13 +982,16 @@ def fuse_files_tiled(
     with CubeWriter(target, shape, wavelengths=wavelengths, band_names=lr.band_names, geo=geo,
                     overwrite=overwrite) as out:
 
-        def masked_writer(rows: slice, cols: slice, block: np.ndarray) -> None:
+        def checked_writer(rows: slice, cols: slice, block: np.ndarray) -> None:
+            where = f"rows {rows.start}:{rows.stop}, columns {cols.start}:{cols.stop}"
+            check_result(block, f"the fused window at {where}", target=target,
+                         cause=lambda: result_cause(loaded, checkpoint))  # before nodata (NaN) is filled in
             mask = masks.hr_window(rows, cols)
             if mask is not None and mask.any():
                 block = apply_nodata(np.array(block, dtype=np.float32), mask, fill)  # a copy: blocks may be views
             out(rows, cols, block)
 
         fuse_tiled_arrays(loaded, lr.data, msi.data, tile=tile, overlap=overlap, batch_tiles=batch_tiles,
-                          writer=masked_writer if masks.active else out, progress=progress, device=device,
+                          writer=checked_writer, progress=progress, device=device,
                           blend=blend, inplace=True)  # the arrays read are not used again
     return target

@@ -235,6 +235,25 @@ def check_declared_size(config: ModelConfig, path: str | os.PathLike[str]) -> No
         )
 
 
+#: The checkpoint format versions this csakd reads.
+READABLE_VERSIONS = tuple(range(1, VERSION + 1))
+
+
+def check_version(version: object, path: str | os.PathLike[str]) -> None:
+    """Refuse a checkpoint whose format ``version`` this csakd cannot read (newer, or not a version at all),
+    naming the version found and the versions readable."""
+    readable = ", ".join(map(str, READABLE_VERSIONS))
+    if version is None:  # files of the first format, written before the field was checked
+        return
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"checkpoint {path} has format version {version!r}: this csakd reads versions {readable}")
+    if version not in READABLE_VERSIONS:
+        raise CheckpointError(
+            f"checkpoint {path} has format version {version}, newer than this csakd reads (versions {readable}): "
+            "upgrade csakd (pip install -U csakd) to use it"
+        )
+
+
 _DAMAGE = (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError)
 
 
@@ -250,6 +269,7 @@ def load_checkpoint(path: str | os.PathLike[str], *, scale: int = 4) -> LoadedMo
     """
     payload = read_payload(path)
     if isinstance(payload, dict) and payload.get("format") == FORMAT:
+        check_version(payload.get("version"), path)
         try:
             config = ModelConfig.from_dict(payload["model_config"])
             check_declared_size(config, path)
