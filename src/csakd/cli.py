@@ -568,6 +568,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--aviris", help="root of the reference implementation's AVIRIS layout (train/val.txt)")
     d.add_argument("--msi-bands", type=int, default=4, choices=[4, 6], help="AVIRIS layout: hrmsi4 or hrmsi6")
     d.add_argument("--center-crop", type=int, help="centre crop of each cube (e.g. 256 for cave256-x4)")
+    d.add_argument("--val-crop", type=int,
+                   help="validate on the centre crop of this size of each validation cube, 0 for whole cubes "
+                        "(default 256: a fixed set that costs little beside the budget)")
     d.add_argument("--normalize", default="max", help="max (each cube by its maximum), none, or a number")
     add_cube_args(d)
     add_degradation_args(p)

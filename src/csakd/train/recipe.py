@@ -39,6 +39,9 @@ TRAIN_OPTIONS = {  # option name -> TrainConfig field, for options a recipe or t
 #: What a CPU run trains when the user names no networks or crop: ``lite`` students and a ``lite-teacher``
 #: of the same width (feature distillation needs equal widths), on 64x64 crops.
 CPU_DEFAULTS: dict[str, Any] = {"teacher_preset": "lite-teacher", "student_preset": "lite", "crop": 64}
+#: Validation images are the centre crops of this size of the validation cubes (0: whole cubes): a fixed set whose
+#: cost stays small beside the budget (the cave256-x4 protocol scores the same crops).
+VAL_CROP = 256
 #: The paper's networks and crop on a GPU.
 GPU_DEFAULTS: dict[str, Any] = {"teacher_preset": "teacher", "student_preset": "student", "crop": 128}
 
@@ -173,7 +176,13 @@ def build_run(options: Any) -> BuiltRun:
                   "wavelengths": _read_wavelengths(options), "variable": getattr(options, "variable", None),
                   "layout": _opt(options, "layout", "auto")}
         train_cubes = load_hr_cubes(train_files, **common)
-        val_cubes = load_hr_cubes(val_files, **common) if val_files else []
+        val_crop = int(_opt(options, "val_crop", VAL_CROP))
+        if val_crop < 0 or val_crop % scale:
+            raise InputError(f"--val-crop {val_crop}: expected 0 (whole cubes) or a positive multiple of the scale "
+                             f"{scale}")
+        centre = getattr(options, "center_crop", None)
+        val_common = dict(common, crop=min(c for c in (centre, val_crop) if c) if (centre or val_crop) else None)
+        val_cubes = load_hr_cubes(val_files, **val_common) if val_files else []
         smallest = min(min(c.data.shape[-2:]) for c in train_cubes)
         if cfg.crop > smallest:
             raise InputError(f"--crop {cfg.crop} is larger than the smallest training cube ({smallest} pixels on "

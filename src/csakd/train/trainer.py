@@ -688,6 +688,7 @@ class Trainer:
         """
         times: list[float] = []
         loader = iter(self._stream_loader(stream, self.step, self.step + 20))
+        begun = self._clock(started)
         while True:
             if self._clock(started) >= budget:
                 if not times:
@@ -706,7 +707,7 @@ class Trainer:
                     f"--max-minutes {budget / 60:g} is too short: one training step took {times[0]:.1f} s and a "
                     f"validation {self.val_seconds:.1f} s; give at least {3 * (times[0] + self.val_seconds) / 60:.2g} "
                     "minutes, a smaller --crop/--batch-size or smaller networks")
-            used = self._clock(started) - self.elapsed
+            used = self._clock(started) - begun
             if len(times) >= 20 or used >= 0.05 * budget or (len(times) >= 3 and used >= 0.02 * budget):
                 break
         timed = times[1:] if len(times) > 1 else times
