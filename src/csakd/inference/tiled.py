@@ -950,15 +950,19 @@ def fuse_files_tiled(
     variable_msi: str | None = None,
     layout: str = "auto",
     progress: bool = False,
+    clip: bool = True,
+    report: dict[str, Any] | None = None,
 ) -> Path:
     """Read the two files, fuse tile by tile and write the output window by window (:class:`CubeWriter`).
 
     As :func:`csakd.inference.fuse.fuse_files` (wavelengths from the LR-HSI, else the checkpoint;
     georeferencing from the HR-MSI; footprints checked and nodata handled by :mod:`csakd.inference.geo`, the
     output's nodata mask applied window by window), with bounded memory for the output. Everything is checked
-    before the output file is created; an existing output needs ``overwrite``.
+    before the output file is created; an existing output needs ``overwrite``. ``clip`` and ``report`` as for
+    :func:`csakd.inference.fuse.fuse_files` (values below 0 are clipped window by window).
     """
-    from csakd.inference.fuse import output_wavelengths, read_checked_pair
+    from csakd.inference.checks import ClipCounter
+    from csakd.inference.fuse import output_wavelengths, pair_consistency, read_checked_pair
     from csakd.inference.geo import apply_nodata, output_geo, output_nodata
     from csakd.train.checkpoint import load_checkpoint
 
@@ -968,20 +972,28 @@ def fuse_files_tiled(
     check_tiling(loaded.config, tile=tile, overlap=overlap, batch_tiles=batch_tiles, blend=blend)
     lr, msi, masks = read_checked_pair(loaded, lr_path, msi_path, variable_lr=variable_lr,
                                        variable_msi=variable_msi, layout=layout)
+    consistency = pair_consistency(loaded, lr.data, msi.data)
     wavelengths = output_wavelengths(loaded, lr)
     shape = (lr.bands, msi.height, msi.width)
+    clipped = ClipCounter(inplace=False)  # blocks may be views of the blending buffers
     geo = output_geo(msi.geo, masks)
     fill = output_nodata(geo)
     with CubeWriter(target, shape, wavelengths=wavelengths, band_names=lr.band_names, geo=geo,
                     overwrite=overwrite) as out:
 
         def masked_writer(rows: slice, cols: slice, block: np.ndarray) -> None:
+            if clip:
+                block = clipped(block)
             mask = masks.hr_window(rows, cols)
             if mask is not None and mask.any():
                 block = apply_nodata(np.array(block, dtype=np.float32), mask, fill)  # a copy: blocks may be views
             out(rows, cols, block)
 
         fuse_tiled_arrays(loaded, lr.data, msi.data, tile=tile, overlap=overlap, batch_tiles=batch_tiles,
-                          writer=masked_writer if masks.active else out, progress=progress, device=device,
+                          writer=masked_writer if masks.active or clip else out, progress=progress, device=device,
                           blend=blend, inplace=True)  # the arrays read are not used again
+    if clip:
+        clipped.log()
+    if report is not None:
+        report.update({"spectral_consistency": consistency, "clip": clipped.summary() if clip else None})
     return target
