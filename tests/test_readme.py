@@ -306,7 +306,8 @@ def _onnx(ws: Workspace) -> None:
 def test_readme_lines_are_found() -> None:
     lines = readme_lines(README.read_text())
     commands = {line.tokens[0] for line in lines}
-    assert commands >= set(_subparsers(build_parser())), f"README shows no line of {set(_subparsers(build_parser())) - commands}"
+    every = set(_subparsers(build_parser()))
+    assert commands >= every, f"the README shows no line of {every - commands}"
 
 
 def test_every_readme_command_runs_or_parses(workspace: Workspace, capsys: pytest.CaptureFixture[str]) -> None:
@@ -355,14 +356,15 @@ def test_every_readme_command_runs_or_parses(workspace: Workspace, capsys: pytes
 ])
 def test_a_readme_line_the_cli_does_not_know_fails(text: str) -> None:
     (line,) = readme_lines(text)
-    with pytest.raises(AssertionError, match="no option|unknown command"):
+    with pytest.raises(AssertionError, match=r"no option|unknown command"):
         check_option_names(line, build_parser())
 
 
 def test_extraction_joins_continuations_and_takes_first_alternatives() -> None:
     text = ("```bash\n# a comment\npip install x && csakd demo --out D  # trailing\n"
             "torchrun --nproc_per_node 2 -m csakd train --data DIR \\\n  --out RUN\n```\n"
-            "and `csakd train --data DIR [--mode cotrain|offline] [--minutes 3 | --steps N]` and `csakd fuse ... --tile 5`")
+            "and `csakd train --data DIR [--mode cotrain|offline] [--minutes 3 | --steps N]` and "
+            "`csakd fuse ... --tile 5`")
     lines = readme_lines(text)
     assert [ln.tokens for ln in lines] == [
         ["demo", "--out", "D"], ["train", "--data", "DIR", "--out", "RUN"],

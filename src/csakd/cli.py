@@ -85,7 +85,9 @@ def add_degradation_args(p: argparse.ArgumentParser, *, required_srf: bool = Fal
     g = p.add_argument_group("degradation (how pairs are simulated)")
     g.add_argument("--srf", required=required_srf,
                    help="spectral response: a CSV (wavelength_nm, one column per MSI band), a matrix file "
-                        "(.npy/.mat/.txt, MSI bands x HSI bands), or a sensor name (colour:NAME, pyrsr:NAME[:BANDS])")
+                        "(.npy/.mat/.txt, MSI bands x HSI bands), or a sensor name (colour:NAME, pyrsr:NAME[:BANDS])"
+                        + ("" if required_srf else " (default: none; train --data needs one, eval uses the "
+                                                   "checkpoint's)"))
     g.add_argument("--scale", type=int, default=4, help="ratio of the HR and LR grids (default 4)")
     g.add_argument("--blur-size", type=int, default=9, help="Gaussian blur kernel size in HR pixels (default 9)")
     g.add_argument("--blur-sigma", type=float, default=2.0, help="Gaussian blur sigma in HR pixels (default 2)")
@@ -707,7 +709,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train teacher and/or student")
     d = p.add_argument_group("data")
-    d.add_argument("--data", help="folder of HR-HSI cubes (pairs simulated on the fly; this or --aviris)")
+    d.add_argument("--data",
+                   help="folder of HR-HSI cubes (pairs simulated on the fly; this or --aviris; default: none)")
     d.add_argument("--val-data", help="folder of validation cubes (default: a deterministic split of --data)")
     d.add_argument("--val-fraction", type=float, default=0.2, help="validation share of --data (default 0.2)")
     d.add_argument("--test-data",
@@ -716,7 +719,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--test-json", help="with --test-data: write the test metrics as JSON to FILE (default: none)")
     d.add_argument("--aviris",
                    help="root of the reference implementation's AVIRIS layout (train/val.txt; this or "
-                        "--data)")
+                        "--data; default: none)")
     d.add_argument("--msi-bands", type=int, default=4, choices=[4, 6],
                    help="AVIRIS layout: hrmsi4 or hrmsi6 (default "
                         "4)")
@@ -773,7 +776,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--teacher-blocks", type=_int_tuple, help="joint HR, joint LR, HSI, MSI (default 6,6,4,4)")
     m.add_argument("--student-blocks", type=_int_tuple, help="joint HR, joint LR, HSI, MSI (default 1,4,4,1)")
     m.add_argument("--student-head", choices=["paper", "compact"],
-                   help="the student's head: paper (3x3, 3x3 C->C) or compact (3x3 nf->nf, 1x1 nf->C)")
+                   help="the student's head: paper (3x3, 3x3 C->C) or compact (3x3 nf->nf, 1x1 nf->C) "
+                        "(default: the preset's, paper; lite compact)")
     m.add_argument("--fusion", choices=["none", "sigmoid", "cross_attention", "csa", "concat_gating"],
                    help="how the four streams are combined (default: the preset's, csa)")
     m.add_argument("--attention", choices=["reference", "paper", "normalized"],
@@ -800,8 +804,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "cnmf, hysure (default: bicubic only)")
     p.add_argument("--data",
                    help="folder of HR-HSI test cubes (pairs simulated as the checkpoint was trained; this or "
-                        "--aviris)")
-    p.add_argument("--aviris", help="root of the AVIRIS reference layout (this or --data)")
+                        "--aviris; default: none)")
+    p.add_argument("--aviris", help="root of the AVIRIS reference layout (this or --data; default: none)")
     p.add_argument("--split", default="test", choices=["train", "val", "test"], help="--aviris split (default test)")
     p.add_argument("--msi-bands", type=int, default=4, choices=[4, 6], help="--aviris: hrmsi4 or hrmsi6 (default 4)")
     p.add_argument("--center-crop", type=int, help="centre crop of each test cube (default: none)")
@@ -871,8 +875,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--msi-scale", type=float, help="divisor bringing the HR-MSI to [0, 1] (default: its maximum)")
     f = p.add_argument_group("fitting")
     f.add_argument("--preset", default="lite", help=f"network preset: {_PRESET_NAMES} (default lite)")
-    f.add_argument("--nf", type=int, help="feature width (overrides the preset)")
-    f.add_argument("--gc", type=int, help="growth width (overrides the preset)")
+    f.add_argument("--nf", type=int, help="feature width (default: the preset's, lite 32)")
+    f.add_argument("--gc", type=int, help="growth width (default: the preset's, lite 16)")
     f.add_argument("--blocks", type=_int_tuple,
                    help="joint HR, joint LR, HSI, MSI block counts, e.g. 0,2,2,1 (default: the "
                         "preset's)")
