@@ -599,7 +599,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         return _preset_table(args)
     else:
         if args.preset is None:
-            raise InputError("csakd info needs --preset NAME, --checkpoint FILE or --paper (the preset table)")
+            raise InputError("csakd info needs --preset NAME or --checkpoint FILE (or --paper alone: the preset table)")
         overrides: dict[str, Any] = {"bands": args.bands, "msi_bands": args.msi_bands, "scale": args.scale or 4}
         cfg = preset_config(args.preset, paper=args.paper, **overrides)
         info = {"preset": args.preset, "bands": cfg.bands, "msi_bands": cfg.msi_bands, "scale": cfg.scale,
