@@ -194,7 +194,8 @@ def _blank(value: Any) -> str:
 
 
 def markdown(rows: list[dict[str, Any]], header: str) -> str:
-    lines = [header, "", "| entry | group | options | PSNR dB | SAM deg | ERGAS | RMSE | SSIM | params | epochs | "
+    lines = [header, "", "| entry | group | options | PSNR dB | SAM deg | ERGAS | RMSE (data units) | SSIM | params "
+             "| epochs | "
              "best epoch | train s |", "| --- | --- | --- |" + " ---: |" * 9]
 
     def f(v: Any, digits: int) -> str:

@@ -65,7 +65,7 @@ def fold_record(k: int, fold_dir: Path, test: list[Path], train_result: tuple[in
     means = {m: evaluation["methods"][m] for m in METHODS if m in evaluation["methods"]}
     curve = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
              if line.strip() and json.loads(line).get("kind", "").startswith("val/")]
-    gains = {role: {"psnr": means[role]["psnr"] - means["base"]["psnr"], "sam": means[role]["sam"] - means["base"]["sam"]}
+    gains = {role: {key: means[role][key] - means["base"][key] for key in ("psnr", "sam")}
              for role in ("teacher", "student") if role in means}
     return {
         "fold": k, "test_scenes": [f.name for f in test], "budget_minutes": minutes,

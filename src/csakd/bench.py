@@ -16,6 +16,7 @@ import resource
 import statistics
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -106,9 +107,14 @@ def onnx_path(model: DTSNet, threads: int) -> Callable[[torch.Tensor, torch.Tens
     tmp = Path(tempfile.mkdtemp()) / "model.onnx"
     cfg = model.config
     lr, msi = _inputs(cfg, 1, 8 * cfg.scale, torch.device("cpu"))
-    torch.onnx.export(model.cpu().eval(), (lr, msi), str(tmp), input_names=["lr_hsi", "hr_msi"],
-                      output_names=["hr_hsi", "features"], opset_version=17, dynamo=False,
-                      dynamic_axes={"lr_hsi": {0: "b", 2: "h", 3: "w"}, "hr_msi": {0: "b", 2: "H", 3: "W"}})
+    from csakd.inference.export import log_exporter_warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.onnx.export(model.cpu().eval(), (lr, msi), str(tmp), input_names=["lr_hsi", "hr_msi"],
+                          output_names=["hr_hsi", "features"], opset_version=17, dynamo=False,
+                          dynamic_axes={"lr_hsi": {0: "b", 2: "h", 3: "w"}, "hr_msi": {0: "b", 2: "H", 3: "W"}})
+    log_exporter_warnings(caught)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     session = ort.InferenceSession(str(tmp), options, providers=["CPUExecutionProvider"])

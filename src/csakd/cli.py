@@ -23,8 +23,6 @@ from csakd.errors import CsakdError, InputError
 
 log = logging.getLogger("csakd")
 
-#: The model presets (csakd.models.list_models(), named here so that building the parser imports no torch).
-PRESET_NAMES = ("lite", "lite-teacher", "student", "teacher")
 
 
 def _int_tuple(text: str) -> tuple[int, ...]:
@@ -50,18 +48,66 @@ def _json_out(path: str | None, data: Any) -> None:
         write_json(path, data)
 
 
+# ---------------------------------------------------------------------------------------------- help
+#: The model presets (csakd.models.list_models(), written out so that the parser needs no PyTorch; a test
+#: keeps the two equal).
+PRESET_NAMES = ("lite", "lite-teacher", "student", "teacher")
+_PRESET_NAMES = ", ".join(PRESET_NAMES)
+#: csakd.losses.LossWeights' defaults (written out for the same reason; a test keeps them equal).
+_LOSS_DEFAULTS = {"pixel": 1.0, "sam": 0.1, "beba": 0.1, "response_kd": 0.1, "feature_kd": 0.1}
+DEVICE_HELP = "auto (CUDA when available, else the CPU), cpu, cuda or cuda:N (default auto)"
+
+#: One example per command, shown at the end of its --help.
+EXAMPLES = {
+    "demo": "csakd demo --out csakd-demo --json csakd-demo/metrics.json",
+    "simulate": "csakd simulate --hr-hsi scene.npz --srf srf.csv --out-lr lr.npz --out-msi msi.npz --hsi-snr 35",
+    "train": "csakd train --data cubes --srf srf.csv --out runs/kd --max-minutes 10",
+    "eval": "csakd eval --checkpoint runs/kd/student.pt --method gsa --data test_cubes --out runs/kd/eval",
+    "fuse": "csakd fuse --lr-hsi lr.tif --hr-msi msi.tif --checkpoint runs/kd/student.pt --out fused.tif",
+    "fit-scene": "csakd fit-scene --lr scene.mat --lr-variable hsi --msi scene.mat --msi-variable rgb "
+                 "--out fused.tif --report-dir report --minutes 3",
+    "info": "csakd info --preset student --bands 172 --msi-bands 4 --scale 4",
+    "export": "csakd export --checkpoint runs/kd/student.pt --out student.onnx",
+    "bench": "csakd bench --preset lite --device cpu --bands 172 --msi-bands 4 --size 256 --json bench.json",
+}
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the epilog's line breaks, and adds ``(default: X)`` to options whose help does not name a default
+    (not to flags, nor to defaults of None: those say in words what None means)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if ("default" not in text and action.option_strings and default is not None and default is not False
+                and default is not argparse.SUPPRESS and not action.required):
+            text += " (default: %(default)s)"
+        return text
+
+
+def _add_examples(sub: Any) -> None:
+    """Each command's help ends with its example (:data:`EXAMPLES`)."""
+    for name, parser in sub.choices.items():
+        parser.formatter_class = HelpFormatter
+        parser.epilog = f"example:\n  {EXAMPLES[name]}"
+
+
 # ---------------------------------------------------------------------------------------------- shared args
 def add_degradation_args(p: argparse.ArgumentParser, *, required_srf: bool = False) -> None:
     g = p.add_argument_group("degradation (how pairs are simulated)")
     g.add_argument("--srf", required=required_srf,
                    help="spectral response: a CSV (wavelength_nm, one column per MSI band), a matrix file "
-                        "(.npy/.mat/.txt, MSI bands x HSI bands), or a sensor name (colour:NAME, pyrsr:NAME[:BANDS])")
+                        "(.npy/.mat/.txt, MSI bands x HSI bands), or a sensor name (colour:NAME, pyrsr:NAME[:BANDS])"
+                        + ("" if required_srf else " (default: none; train --data needs one, eval uses the "
+                                                   "checkpoint's)"))
     g.add_argument("--scale", type=int, default=4, help="ratio of the HR and LR grids (default 4)")
     g.add_argument("--blur-size", type=int, default=9, help="Gaussian blur kernel size in HR pixels (default 9)")
     g.add_argument("--blur-sigma", type=float, default=2.0, help="Gaussian blur sigma in HR pixels (default 2)")
-    g.add_argument("--psf", help="a 2-D PSF array file to use instead of the Gaussian")
+    g.add_argument("--psf", help="a 2-D PSF array file to use instead of the Gaussian (default: none, the Gaussian)")
     g.add_argument("--phase", type=int, default=0, help="decimation phase: the kept pixel of each cell (default 0)")
-    g.add_argument("--wavelengths", help="a text/CSV file of the HR-HSI band centres (nm) when the files lack them")
+    g.add_argument("--wavelengths",
+                   help="a text/CSV file of the HR-HSI band centres (nm) when the files lack them (default: the "
+                        "files')")
 
 
 def degradation_config(args: argparse.Namespace, **extra: Any) -> Any:
@@ -74,7 +120,8 @@ def degradation_config(args: argparse.Namespace, **extra: Any) -> Any:
 def add_cube_args(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     p.add_argument("--variable", help="name of the array in .mat/.npz files (default: the only 3-D array)")
     p.add_argument("--layout", choices=["auto", "chw", "hwc"], default="auto",
-                   help="array layout of .npy/.npz files: bands first (chw, default) or last (hwc)")
+                   help="array layout: bands first (chw) or last (hwc); auto (the default): hwc for .mat (MATLAB's), "
+                        "chw for .npy/.npz, the file's own for TIFF")
 
 
 def _wavelengths(args: argparse.Namespace) -> Any:
@@ -95,10 +142,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise InputError(f"{out} exists and is not empty: pass --overwrite or another --out")
     report = run_demo(out, minutes=args.minutes, progress=not args.quiet, threads=args.threads)
     print(f"demo run in {out}  (teacher.pt, student.pt, eval/)")
-    print(f"{'method':<10}{'PSNR dB':>9}{'SAM deg':>9}{'ERGAS':>8}{'RMSE':>9}")
+    from csakd.evaluate import RMSE_01, RMSE_DATA
+
+    print(f"{'method':<10}{'PSNR dB':>9}{'SAM deg':>9}{'ERGAS':>8}{RMSE_01:>13}{RMSE_DATA:>19}")
     for name in ("bicubic", "base", "teacher", "student"):
         m = report[name]
-        print(f"{name:<10}{m['psnr']:>9.2f}{m['sam']:>9.3f}{m['ergas']:>8.3f}{m['rmse']:>9.4f}")
+        print(f"{name:<10}{m['psnr']:>9.2f}{m['sam']:>9.3f}{m['ergas']:>8.3f}{m['rmse_01']:>13.4f}{m['rmse']:>19.4f}")
     _json_out(args.json, report)
     return 0
 
@@ -377,10 +426,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------- fuse
 def cmd_fuse(args: argparse.Namespace) -> int:
+    from csakd.inference.onnx_runtime import sniff_model_file
+
     _check_io(args, {"--out": args.out, "--json": args.json},
               {"--lr-hsi": args.lr_hsi, "--hr-msi": args.hr_msi, "--checkpoint": args.checkpoint})
     runtime = args.runtime or ("onnx" if str(args.checkpoint).lower().endswith(".onnx") else "torch")
     t0 = time.perf_counter()
+    report: dict[str, Any] = {}
     if runtime == "onnx":  # never imports torch
         from csakd.inference.onnx_runtime import fuse_files_onnx, providers_for_device
 
@@ -388,10 +440,12 @@ def cmd_fuse(args: argparse.Namespace) -> int:
             raise InputError("--tile is not available with --runtime onnx: the attention needs a whole-scene pass")
         out = fuse_files_onnx(args.lr_hsi, args.hr_msi, args.checkpoint, args.out, overwrite=args.overwrite,
                               providers=providers_for_device(args.device), variable_lr=args.variable,
-                              variable_msi=args.variable, layout=args.layout, strict=args.strict)
+                              variable_msi=args.variable, layout=args.layout, strict=args.strict, clip=args.clip,
+                              report=report)
     else:
-        if str(args.checkpoint).lower().endswith(".onnx"):
-            raise InputError(f"{args.checkpoint} is an ONNX file: use --runtime onnx")
+        if str(args.checkpoint).lower().endswith(".onnx") or sniff_model_file(args.checkpoint) == "onnx":
+            raise InputError(f"{args.checkpoint} is an ONNX file, not a PyTorch checkpoint: fuse it with "
+                             "--runtime onnx")
         if args.tile or args.overlap is not None:
             from csakd.inference.tiled import fuse_files_tiled
 
@@ -399,16 +453,16 @@ def cmd_fuse(args: argparse.Namespace) -> int:
                                    overlap=args.overlap, batch_tiles=args.batch_tiles, blend=args.blend,
                                    overwrite=args.overwrite, device=args.device, variable_lr=args.variable,
                                    variable_msi=args.variable, layout=args.layout, progress=sys.stderr.isatty(),
-                                   strict=args.strict)
+                                   strict=args.strict, clip=args.clip, report=report)
         else:
             from csakd.inference import fuse_files
 
             out = fuse_files(args.lr_hsi, args.hr_msi, args.checkpoint, args.out, overwrite=args.overwrite,
                              device=args.device, variable_lr=args.variable, variable_msi=args.variable,
-                             layout=args.layout, strict=args.strict)
+                             layout=args.layout, strict=args.strict, clip=args.clip, report=report)
     seconds = time.perf_counter() - t0
     print(f"wrote {out} in {seconds:.2f} s")
-    _json_out(args.json, {"out": str(out), "seconds": seconds})
+    _json_out(args.json, {"out": str(args.out), "seconds": seconds, **report})
     return 0
 
 
@@ -462,7 +516,9 @@ def cmd_export(args: argparse.Namespace) -> int:
                          check=not args.no_check, atol=args.atol, exporter=args.exporter, scale=args.scale)
     print(f"wrote {result['out']} ({result['exporter']} exporter, opset {result['opset']}; "
           f"max |ONNX Runtime - PyTorch| = {result['max_abs_diff']})")
-    _json_out(args.json, result)
+    from csakd.inference.export import export_summary
+
+    _json_out(args.json, export_summary(result, checkpoint=args.checkpoint, out=args.out))
     return 0
 
 
@@ -482,9 +538,11 @@ def cmd_info(args: argparse.Namespace) -> int:
             "size": args.size, "config": cfg.to_dict(), "normalization": lm.normalization.to_dict(),
             "wavelengths": lm.wavelengths, "metrics": lm.metadata.get("metrics"),
         }
+    elif args.preset is None and args.paper:
+        return _preset_table(args)
     else:
         if args.preset is None:
-            raise InputError("csakd info needs --preset NAME or --checkpoint FILE")
+            raise InputError("csakd info needs --preset NAME or --checkpoint FILE (or --paper alone: the preset table)")
         overrides: dict[str, Any] = {"bands": args.bands, "msi_bands": args.msi_bands, "scale": args.scale or 4}
         cfg = preset_config(args.preset, paper=args.paper, **overrides)
         info = {"preset": args.preset, "bands": cfg.bands, "msi_bands": cfg.msi_bands, "scale": cfg.scale,
@@ -496,6 +554,41 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"{info.get('preset', info.get('role'))}: {info['bands']} bands, {info['msi_bands']} MSI bands, "
               f"x{info['scale']}: {info['params'] / 1e6:.2f}M parameters, "
               f"{info['macs'] / 1e9:.2f} GMACs at {args.size}x{args.size}")
+    return 0
+
+
+#: The rows of ``csakd info --paper``: (label, preset, overrides).
+PRESET_TABLE: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("teacher", "teacher", {}),
+    ("student", "student", {}),
+    ("student, `apply_joint_hr_blocks=True`", "student", {"apply_joint_hr_blocks": True}),
+    ("lite", "lite", {}),
+)
+
+
+def _preset_table(args: argparse.Namespace) -> int:
+    """``csakd info --paper``: parameters and MACs of every preset as the paper's network (the README's table)."""
+    from csakd.models import count_config_params, count_macs, preset_config
+
+    shape = {"bands": args.bands, "msi_bands": args.msi_bands, "scale": args.scale or 4}
+    rows: list[dict[str, Any]] = []
+    for label, name, extra in PRESET_TABLE:
+        cfg = preset_config(name, paper=True, **shape, **extra)
+        rows.append({"preset": label, "blocks": list(cfg.blocks), "nf": cfg.nf, "gc": cfg.gc, "head": cfg.head,
+                     "params": count_config_params(cfg), "macs": count_macs(cfg, args.size)})
+    info = {**shape, "size": args.size, "network": "the paper's (reference attention, no residual base)",
+            "presets": rows}
+    if args.json:
+        _json_out(args.json, info)
+    if args.json != "-":
+        print(f"presets at {shape['bands']} bands, {shape['msi_bands']}-band MSI, x{shape['scale']}, "
+              f"{args.size}x{args.size}, as the paper's networks (reference attention, no residual base):")
+        print("| preset | blocks (joint HR, joint LR, HSI, MSI) | widths nf/gc | head | parameters | GMACs |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        for r in rows:
+            blocks = ", ".join(str(b) for b in r["blocks"])
+            print(f"| {r['preset']} | {blocks} | {r['nf']}/{r['gc']} | {r['head']} "
+                  f"| {r['params'] / 1e6:.2f}M | {r['macs'] / 1e9:.1f} |")
     return 0
 
 
@@ -536,9 +629,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="co-train a small teacher and student on an embedded scene (CPU, minutes)")
     p.add_argument("--out", default="csakd-demo", help="run folder (default ./csakd-demo)")
-    p.add_argument("--json", help="write the metrics as JSON to FILE (- for stdout)")
+    p.add_argument("--json", help="write the metrics as JSON to FILE (- for stdout; default: none)")
     p.add_argument("--minutes", type=float, default=3.5, help="training budget in minutes (default 3.5)")
-    p.add_argument("--threads", type=int, help="CPU threads for PyTorch")
+    p.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: PyTorch's, the cores)")
     p.add_argument("--overwrite", action="store_true", help="reuse a non-empty --out folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_demo)
@@ -548,36 +641,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-lr", required=True, help="the LR-HSI to write (format by extension)")
     p.add_argument("--out-msi", required=True, help="the HR-MSI to write (format by extension)")
     add_degradation_args(p, required_srf=True)
-    p.add_argument("--hsi-snr", type=float, help="white noise on the LR-HSI at this SNR in dB")
-    p.add_argument("--msi-snr", type=float, help="white noise on the HR-MSI at this SNR in dB")
-    p.add_argument("--shift", type=int, default=0, help="misregister the LR-HSI by this many LR pixels")
+    p.add_argument("--hsi-snr", type=float, help="white noise on the LR-HSI at this SNR in dB (default: none)")
+    p.add_argument("--msi-snr", type=float, help="white noise on the HR-MSI at this SNR in dB (default: none)")
+    p.add_argument("--shift", type=int, default=0, help="misregister the LR-HSI by this many LR pixels (default 0)")
     p.add_argument("--crop", type=int, help="centre crop of the HR-HSI (default: the largest multiple of the scale)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    p.add_argument("--json", help="write a summary as JSON to FILE (- for stdout)")
+    p.add_argument("--json", help="write a summary as JSON to FILE (- for stdout; default: none)")
     add_cube_args(p)
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("train", help="train teacher and/or student")
     d = p.add_argument_group("data")
-    d.add_argument("--data", help="folder of HR-HSI cubes (pairs simulated on the fly)")
+    d.add_argument("--data",
+                   help="folder of HR-HSI cubes (pairs simulated on the fly; this or --aviris; default: none)")
     d.add_argument("--val-data", help="folder of validation cubes (default: a deterministic split of --data)")
     d.add_argument("--val-fraction", type=float, default=0.2, help="validation share of --data (default 0.2)")
-    d.add_argument("--test-data", help="after training, evaluate the best checkpoints on this folder of cubes")
-    d.add_argument("--test-json", help="with --test-data: write the test metrics as JSON to FILE")
-    d.add_argument("--aviris", help="root of the reference implementation's AVIRIS layout (train/val.txt)")
-    d.add_argument("--msi-bands", type=int, default=4, choices=[4, 6], help="AVIRIS layout: hrmsi4 or hrmsi6")
-    d.add_argument("--center-crop", type=int, help="centre crop of each cube (e.g. 256 for cave256-x4)")
+    d.add_argument("--test-data",
+                   help="after training, evaluate the best checkpoints on this folder of cubes (default: no "
+                        "test)")
+    d.add_argument("--test-json", help="with --test-data: write the test metrics as JSON to FILE (default: none)")
+    d.add_argument("--aviris",
+                   help="root of the reference implementation's AVIRIS layout (train/val.txt; this or "
+                        "--data; default: none)")
+    d.add_argument("--msi-bands", type=int, default=4, choices=[4, 6],
+                   help="AVIRIS layout: hrmsi4 or hrmsi6 (default "
+                        "4)")
+    d.add_argument("--center-crop", type=int, help="centre crop of each cube (e.g. 256 for cave256-x4; default: none)")
     d.add_argument("--val-crop", type=int,
                    help="validate on the centre crop of this size of each validation cube, 0 for whole cubes "
                         "(default 256: a fixed set that costs little beside the budget)")
-    d.add_argument("--normalize", default="max", help="max (each cube by its maximum), none, or a number")
+    d.add_argument("--normalize", default="max", help="max (each cube by its maximum), none, or a number (default max)")
     add_cube_args(d)
     add_degradation_args(p)
     t = p.add_argument_group("training")
-    t.add_argument("--out", required=True, help="run folder")
-    t.add_argument("--mode", choices=["cotrain", "offline", "teacher", "student"])
-    t.add_argument("--recipe", choices=["default", "paper"])
+    t.add_argument("--out", required=True, help="run folder (config.yaml, teacher.pt, student.pt, last.pt, ...)")
+    t.add_argument("--mode", choices=["cotrain", "offline", "teacher", "student"],
+                   help="cotrain: teacher and distilled student together; offline: distil from "
+                        "--teacher-checkpoint; teacher / student: one model alone (default cotrain)")
+    t.add_argument("--recipe", choices=["default", "paper"],
+                   help="settings the options below default to: csakd's (default) or the paper's exactly")
     t.add_argument("--epochs", type=int,
                    help="passes over the training set (default: with --max-minutes, as many steps as the budget "
                         "holds, planned after timing the first steps; without it, 100)")
@@ -594,51 +697,68 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--warmup", type=float, help="learning-rate warm-up, as a fraction of the run (default 0.05)")
     t.add_argument("--batch-size", type=int,
                    help="the global batch (default 8); under torchrun it is split evenly over the processes")
-    t.add_argument("--crop", type=int, help="HR training crop (default 128)")
-    t.add_argument("--lr-teacher", type=float)
-    t.add_argument("--lr-student", type=float)
-    t.add_argument("--weight-decay", type=float)
-    t.add_argument("--schedule", choices=["paper", "cosine"])
-    t.add_argument("--train-snr", type=float, help="training noise on the LR-HSI in dB")
-    t.add_argument("--mixed-alignment", action="store_true", default=None)
-    t.add_argument("--max-shift", type=int)
-    t.add_argument("--val-every", type=int)
-    t.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"])
-    t.add_argument("--grad-clip", type=float)
-    t.add_argument("--samples-per-epoch", type=int)
-    t.add_argument("--workers", type=int)
-    t.add_argument("--seed", type=int)
-    t.add_argument("--deterministic", action="store_true", default=None)
-    t.add_argument("--device")
-    t.add_argument("--teacher-checkpoint", help="trained teacher for --mode offline")
+    t.add_argument("--crop", type=int, help="HR training crop (default: 64 on a CPU, 128 on a GPU; paper 128)")
+    t.add_argument("--lr-teacher", type=float,
+                   help="the teacher's AdamW learning rate (default: the recipe's, 5e-4; paper "
+                        "1e-4)")
+    t.add_argument("--lr-student", type=float,
+                   help="the student's AdamW learning rate (default: the recipe's, 5e-4; paper "
+                        "1e-4)")
+    t.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 0)")
+    t.add_argument("--schedule", choices=["paper", "cosine"],
+                   help="cosine: warm-up, then cosine over the run; paper: the paper's schedules "
+                        "(default: the recipe's, cosine; paper paper)")
+    t.add_argument("--train-snr", type=float,
+                   help="training noise on the LR-HSI in dB (default: the recipe's, none; paper "
+                        "35)")
+    t.add_argument("--mixed-alignment", action="store_true", default=None,
+                   help="train on a mix of aligned and shifted (0..--max-shift LR pixels) LR-HSIs")
+    t.add_argument("--max-shift", type=int, help="largest shift of --mixed-alignment in LR pixels (default 3)")
+    t.add_argument("--val-every", type=int, help="validate every N epochs (default: the recipe's, 1; paper 2)")
+    t.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"],
+                   help="mixed precision; auto: bf16 on CUDA, off on the CPU (default: the recipe's, auto; paper off)")
+    t.add_argument("--grad-clip", type=float, help="clip the gradient norm at this value (default: none)")
+    t.add_argument("--samples-per-epoch", type=int, help="training crops per epoch (default: one per training image)")
+    t.add_argument("--workers", type=int, help="data-loader worker processes (default 0: in the main process)")
+    t.add_argument("--seed", type=int, help="seed of the weights, crops and noise (default 0)")
+    t.add_argument("--deterministic", action="store_true", default=None,
+                   help="deterministic algorithms (exact resume on the CPU; slower)")
+    t.add_argument("--device", help="auto (CUDA when available, else the CPU), cpu, cuda or cuda:N (default auto)")
+    t.add_argument("--teacher-checkpoint", help="trained teacher for --mode offline (default: none)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
     t.add_argument("--overwrite", action="store_true", help="train into a non-empty --out")
-    t.add_argument("--quiet", action="store_true")
-    t.add_argument("--json", help="write the summary as JSON to FILE (- for stdout)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--json", help="write the summary as JSON to FILE (- for stdout; default: none)")
     m = p.add_argument_group("models")
     m.add_argument("--teacher-preset", choices=PRESET_NAMES,
-                   help="the teacher's preset (default: lite-teacher on a CPU, teacher on a GPU)")
+                   help=f"the teacher's network preset: {_PRESET_NAMES} (default: lite-teacher on a CPU, teacher on "
+                        "a GPU)")
     m.add_argument("--student-preset", choices=PRESET_NAMES,
-                   help="the student's preset (default: lite on a CPU, student on a GPU)")
+                   help=f"the student's network preset: {_PRESET_NAMES} (default: lite on a CPU, student on a GPU)")
     m.add_argument("--teacher-blocks", type=_int_tuple, help="joint HR, joint LR, HSI, MSI (default 6,6,4,4)")
     m.add_argument("--student-blocks", type=_int_tuple, help="joint HR, joint LR, HSI, MSI (default 1,4,4,1)")
     m.add_argument("--student-head", choices=["paper", "compact"],
-                   help="the student's head: paper (3x3, 3x3 C->C) or compact (3x3 nf->nf, 1x1 nf->C)")
-    m.add_argument("--fusion", choices=["none", "sigmoid", "cross_attention", "csa", "concat_gating"])
-    m.add_argument("--attention", choices=["reference", "paper", "normalized"])
+                   help="the student's head: paper (3x3, 3x3 C->C) or compact (3x3 nf->nf, 1x1 nf->C) "
+                        "(default: the preset's, paper; lite compact)")
+    m.add_argument("--fusion", choices=["none", "sigmoid", "cross_attention", "csa", "concat_gating"],
+                   help="how the four streams are combined (default: the preset's, csa)")
+    m.add_argument("--attention", choices=["reference", "paper", "normalized"],
+                   help="the attention's form (default: the recipe's, normalized; paper reference)")
     m.add_argument("--residual", choices=["none", "bicubic", "regression"],
                    help="the base the head's output is added to: bicubic upsampling of the LR-HSI, or that plus "
-                        "the HR-MSI's detail regressed onto the HSI bands (regression); none = the paper's")
+                        "the HR-MSI's detail regressed onto the HSI bands (regression); none = the paper's "
+                        "(default: the recipe's, regression; paper none)")
     m.add_argument("--residual-scale", type=float,
                    help="multiply the head's output by this before adding it to the base (default 1)")
-    m.add_argument("--nf", type=int)
-    m.add_argument("--gc", type=int)
+    m.add_argument("--nf", type=int, help="feature width of both networks (default: the preset's, 86)")
+    m.add_argument("--gc", type=int, help="growth width of both networks (default: the preset's, 43)")
     w = p.add_argument_group("loss weights (0 switches a term off)")
     w.add_argument("--pixel-loss", choices=["smooth_l1", "l1"],
                    help="the pixel and response-distillation terms' distance (default: l1; the paper's recipe: "
                         "smooth_l1)")
     for name in ("pixel", "sam", "beba", "response_kd", "feature_kd"):
-        w.add_argument(f"--w-{name.replace('_', '-')}", dest=f"w_{name}", type=float)
+        w.add_argument(f"--w-{name.replace('_', '-')}", dest=f"w_{name}", type=float,
+                       help=f"weight of the {name.replace('_', ' ')} term (default {_LOSS_DEFAULTS[name]:g})")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="metrics, tables and figures on test data with ground truth")
@@ -646,48 +766,55 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a checkpoint, FILE or NAME=FILE (repeatable; named by the file's stem by default)")
     p.add_argument("--method", action="append",
                    help="classical baseline to evaluate alongside any checkpoints (repeatable): bicubic, gsa, "
-                        "cnmf, hysure")
-    p.add_argument("--data", help="folder of HR-HSI test cubes (pairs simulated as the checkpoint was trained)")
-    p.add_argument("--aviris", help="root of the AVIRIS reference layout")
-    p.add_argument("--split", default="test", choices=["train", "val", "test"])
-    p.add_argument("--msi-bands", type=int, default=4, choices=[4, 6])
-    p.add_argument("--center-crop", type=int)
-    p.add_argument("--normalize", default="max")
+                        "cnmf, hysure (default: bicubic only)")
+    p.add_argument("--data",
+                   help="folder of HR-HSI test cubes (pairs simulated as the checkpoint was trained; this or "
+                        "--aviris; default: none)")
+    p.add_argument("--aviris", help="root of the AVIRIS reference layout (this or --data; default: none)")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"], help="--aviris split (default test)")
+    p.add_argument("--msi-bands", type=int, default=4, choices=[4, 6], help="--aviris: hrmsi4 or hrmsi6 (default 4)")
+    p.add_argument("--center-crop", type=int, help="centre crop of each test cube (default: none)")
+    p.add_argument("--normalize", default="max", help="max (each cube by its maximum), none, or a number (default max)")
     add_cube_args(p)
     add_degradation_args(p)
-    p.add_argument("--snr", type=float, help="noise on the test LR-HSI in dB")
-    p.add_argument("--shift", type=int, default=0, help="misregister the test LR-HSI by LR pixels")
+    p.add_argument("--snr", type=float, help="noise on the test LR-HSI in dB (default: none)")
+    p.add_argument("--shift", type=int, default=0, help="misregister the test LR-HSI by LR pixels (default 0)")
     p.add_argument("--no-bicubic", action="store_true", help="leave out the bicubic baseline")
     p.add_argument("--fast-paths", action="store_true",
                    help="also run each checkpoint through the device's fast path (CPU: ONNX Runtime; GPU: bf16 "
                         "autocast, channels-last) and report its PSNR / SAM difference from fp32 eager")
     p.add_argument("--figures", type=int, default=3, help="figures for the first N images (default 3)")
-    p.add_argument("--out", help="folder for metrics.json, metrics.csv and figures")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", help="write the metrics as JSON to FILE (- for stdout)")
+    p.add_argument("--out", help="folder for metrics.json, metrics.csv, table.md and figures (default: print only)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument("--seed", type=int, default=0, help="seed of the test noise (default 0)")
+    p.add_argument("--json", help="write the metrics as JSON to FILE (- for stdout; default: none)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("fuse", help="fuse an LR-HSI and an HR-MSI file with a trained model")
-    p.add_argument("--lr-hsi", required=True)
-    p.add_argument("--hr-msi", required=True)
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--lr-hsi", required=True, help="the LR-HSI file (.tif, ENVI .hdr, .npy/.npz, .mat, CAVE folder)")
+    p.add_argument("--hr-msi", required=True, help="the HR-MSI file, on a grid --scale times finer")
+    p.add_argument("--checkpoint", required=True,
+                   help="a csakd checkpoint (.pt, e.g. RUN/student.pt), a reference state dict, or an .onnx export")
     p.add_argument("--out", required=True,
                    help="output file; format by extension (.tif GeoTIFF, .hdr ENVI, .npy, .npz, .mat)")
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--runtime", choices=["torch", "onnx"],
-                   help="torch (a .pt checkpoint) or onnx (an exported .onnx, no PyTorch needed); default by extension")
+                   help="torch (a .pt checkpoint) or onnx (an exported .onnx, no PyTorch needed) "
+                        "(default: by the checkpoint's extension)")
     p.add_argument("--tile", type=int, default=0, help="tile side in HR pixels (0 = one pass)")
     p.add_argument("--overlap", type=int,
                    help="tile overlap in HR pixels (default: the receptive field, exact; less is faster)")
     p.add_argument("--batch-tiles", type=int, default=1, help="tiles per forward pass (default 1)")
     p.add_argument("--blend", choices=["cosine", "linear", "none"], default="cosine",
                    help="seam blending when the overlap is below the receptive field (default cosine)")
-    p.add_argument("--json", help="write a summary as JSON to FILE (- for stdout)")
     p.add_argument("--strict", action="store_true",
                    help="refuse inputs with negative values or values far beyond the checkpoint's training range "
                         "(default: a warning)")
+    p.add_argument("--no-clip", dest="clip", action="store_false",
+                   help="keep fused values below 0 (by default they are set to 0, and counted: reflectance and "
+                        "radiance are not negative)")
+    p.add_argument("--json", help="write a summary as JSON to FILE (- for stdout; default: none)")
     add_cube_args(p)
     p.set_defaults(func=cmd_fuse)
 
@@ -702,7 +829,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_cube_args(p)
     p.add_argument("--lr-variable", "--lr-var", help="the LR-HSI's array in a .mat/.npz file (default: --variable)")
     p.add_argument("--msi-variable", "--msi-var", help="the HR-MSI's array in a .mat/.npz file (default: --variable)")
-    p.add_argument("--wavelengths", help="a text/CSV file of the LR-HSI's band centres (nm) when the file lacks them")
+    p.add_argument("--wavelengths",
+                   help="a text/CSV file of the LR-HSI's band centres (nm) when the file lacks them (default: the "
+                        "file's)")
     e = p.add_argument_group("degradation (estimated from the pair unless given)")
     e.add_argument("--scale", type=int, help="HR / LR grid ratio (default: from the grids; must agree with them)")
     e.add_argument("--phase", type=int, help="decimation phase (default: the best fit of 0..scale-1)")
@@ -713,75 +842,82 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--hsi-scale", type=float, help="divisor bringing the LR-HSI to [0, 1] (default: its maximum)")
     e.add_argument("--msi-scale", type=float, help="divisor bringing the HR-MSI to [0, 1] (default: its maximum)")
     f = p.add_argument_group("fitting")
-    f.add_argument("--preset", default="lite", help="network preset: lite (default), student, teacher")
-    f.add_argument("--nf", type=int, help="feature width (overrides the preset)")
-    f.add_argument("--gc", type=int, help="growth width (overrides the preset)")
-    f.add_argument("--blocks", type=_int_tuple, help="joint HR, joint LR, HSI, MSI block counts, e.g. 0,2,2,1")
-    f.add_argument("--fusion", choices=["none", "sigmoid", "cross_attention", "csa", "concat_gating"])
+    f.add_argument("--preset", default="lite", help=f"network preset: {_PRESET_NAMES} (default lite)")
+    f.add_argument("--nf", type=int, help="feature width (default: the preset's, lite 32)")
+    f.add_argument("--gc", type=int, help="growth width (default: the preset's, lite 16)")
+    f.add_argument("--blocks", type=_int_tuple,
+                   help="joint HR, joint LR, HSI, MSI block counts, e.g. 0,2,2,1 (default: the "
+                        "preset's)")
+    f.add_argument("--fusion", choices=["none", "sigmoid", "cross_attention", "csa", "concat_gating"],
+                   help="how the four streams are combined (default: the preset's, csa)")
     f.add_argument("--minutes", type=float, help="training budget in minutes (default 3, or none with --steps)")
-    f.add_argument("--steps", type=int, help="training budget in steps")
+    f.add_argument("--steps", type=int, help="training budget in steps (default: none, --minutes)")
     f.add_argument("--batch-size", type=int, default=4, help="crops per step (default 4)")
     f.add_argument("--crop", type=int, default=64, help="crop side in LR-HSI pixels (default 64)")
     f.add_argument("--learning-rate", type=float, default=5e-4, help="AdamW learning rate (default 5e-4)")
     f.add_argument("--holdout", type=float, default=0.2,
                    help="share of LR-HSI columns (right-hand side) kept out of training for validation "
                         "(default 0.2; 0 validates on the training image)")
-    f.add_argument("--device", default="auto")
-    f.add_argument("--threads", type=int, help="CPU threads for PyTorch")
-    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--device", default="auto", help=DEVICE_HELP)
+    f.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: PyTorch's, the cores)")
+    f.add_argument("--seed", type=int, default=0, help="seed of the weights and crops (default 0)")
     r = p.add_argument_group("fusion and report")
     r.add_argument("--baseline", action="append",
                    help="classical method to compare with (repeatable; default gsa; none for no baseline): "
                         "gsa, cnmf, hysure")
     r.add_argument("--tile", type=int, default=0,
-                   help="tile side in HR pixels for the full-scale fusion (0 = one pass)")
+                   help="tile side in HR pixels for the full-scale fusion (0 = one pass, the default)")
     r.add_argument("--no-figures", action="store_true", help="write report.json only")
     r.add_argument("--overwrite", action="store_true", help="replace --out and reuse a non-empty --report-dir")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
-    r.add_argument("--json", help="write the report as JSON to FILE as well (- for stdout)")
+    r.add_argument("--json", help="write the report as JSON to FILE as well (- for stdout; default: none)")
     p.set_defaults(func=cmd_fit_scene)
 
     p = sub.add_parser("export", help="export a checkpoint to ONNX (checked against PyTorch)")
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", required=True, help="the checkpoint to export (e.g. RUN/student.pt)")
     p.add_argument("--out", required=True, help="the .onnx file to write")
-    p.add_argument("--opset", type=int, default=17)
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset, at least 16 (default 17)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime vs PyTorch comparison")
-    p.add_argument("--atol", type=float, default=1e-4, help="largest difference allowed by the check")
-    p.add_argument("--exporter", choices=["auto", "torchscript", "dynamo"], default="auto")
-    p.add_argument("--scale", type=int, default=4, help="scale of a reference state dict (not stored in it)")
-    p.add_argument("--json", help="write a summary as JSON to FILE (- for stdout)")
+    p.add_argument("--atol", type=float, default=1e-4, help="largest difference allowed by the check (default 1e-4)")
+    p.add_argument("--exporter", choices=["auto", "torchscript", "dynamo"], default="auto",
+                   help="PyTorch's ONNX exporter; auto: torchscript, then dynamo if it fails (default auto)")
+    p.add_argument("--scale", type=int, default=4, help="scale of a reference state dict (not stored in it; default 4)")
+    p.add_argument("--json", help="write a summary as JSON to FILE (- for stdout; default: none)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("bench", help="latency, throughput, memory and training-step time of a preset")
-    p.add_argument("--preset", default="student", help="teacher, student or lite")
-    p.add_argument("--paper", action="store_true", help="the paper's exact network")
+    p.add_argument("--preset", default="student", help=f"network preset: {_PRESET_NAMES} (default student)")
+    p.add_argument("--paper", action="store_true", help="the paper's exact network (reference attention, no residual)")
     p.add_argument("--residual", choices=["none", "bicubic", "regression"],
                    help="the residual base (default: the preset's, regression)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--bands", type=int, default=172)
-    p.add_argument("--msi-bands", type=int, default=4)
-    p.add_argument("--scale", type=int, default=4)
-    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument("--bands", type=int, default=172, help="HSI bands (default 172)")
+    p.add_argument("--msi-bands", type=int, default=4, help="MSI bands (default 4)")
+    p.add_argument("--scale", type=int, default=4, help="HR / LR grid ratio (default 4)")
+    p.add_argument("--size", type=int, default=256, help="HR image side (default 256)")
     p.add_argument("--batches", type=_int_tuple, default=(1,), help="batch sizes, e.g. 1,16 (default 1)")
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--threads", type=int)
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per path and batch (default 5)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed runs before them (default 2)")
+    p.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: PyTorch's, the cores)")
     p.add_argument("--train-step", action="store_true", help="also time a training step (batch 8, crop 128)")
     p.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime path")
-    p.add_argument("--json", help="write the results as JSON to FILE (- for stdout)")
+    p.add_argument("--json", help="write the results as JSON to FILE (- for stdout; default: none)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("info", help="parameters and MACs of a preset or a checkpoint")
-    p.add_argument("--preset", help="teacher, student or lite")
-    p.add_argument("--checkpoint")
-    p.add_argument("--bands", type=int, default=172)
-    p.add_argument("--msi-bands", type=int, default=4)
-    p.add_argument("--scale", type=int)
+    p.add_argument("--preset", help=f"network preset: {_PRESET_NAMES} (default: none; this, --checkpoint or --paper)")
+    p.add_argument("--checkpoint", help="a checkpoint to describe instead of a preset (default: none)")
+    p.add_argument("--bands", type=int, default=172, help="HSI bands of --preset (default 172)")
+    p.add_argument("--msi-bands", type=int, default=4, help="MSI bands of --preset (default 4)")
+    p.add_argument("--scale", type=int, help="HR / LR grid ratio of --preset, or of a reference state dict (default 4)")
     p.add_argument("--size", type=int, default=256, help="HR image side for the MAC count (default 256)")
-    p.add_argument("--paper", action="store_true", help="the paper's exact network (reference attention, no residual)")
-    p.add_argument("--json", help="write JSON to FILE (- for stdout)")
+    p.add_argument("--paper", action="store_true",
+                   help="the paper's exact network (reference attention, no residual); alone, the table of every "
+                        "preset at the paper's setting (172 bands, 4-band MSI, x4, 256x256)")
+    p.add_argument("--json", help="write JSON to FILE (- for stdout; default: none)")
     p.set_defaults(func=cmd_info)
+    _add_examples(sub)
     return parser
 
 

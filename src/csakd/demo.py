@@ -19,10 +19,12 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
 from csakd.data.pairs import SimulatedPairs
 from csakd.degradation import Degradation, DegradationConfig, SpectralResponse
 from csakd.evaluate import EvalPair, bicubic_method, evaluate, format_table, model_method
+from csakd.io_utils import atomic_write
 from csakd.models import DTSNet, preset_config
 from csakd.normalization import Normalization
 from csakd.scene import demo_response, demo_scene
@@ -80,6 +82,8 @@ def run_demo(
         data={"source": "csakd.scene.demo_scene", "size": DEMO_SIZE, "train_columns": [0, DEMO_SPLIT]},
     )
     trainer = Trainer(spec, train_set, val_set, out, progress=progress)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "config.yaml", lambda tmp: tmp.write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False)))
     summary = trainer.fit()
     item = val_set[0]
     pair = EvalPair("demo-heldout", item["lr_hsi"], item["hr_msi"], item["hr_hsi"], 1.0, wavelengths)
@@ -96,7 +100,7 @@ def run_demo(
     result = evaluate(methods, [pair], scale=4, out_dir=out / "eval", figures=1)
     log.info("\n%s", format_table(result["methods"]))
     report = {
-        name: {k: result["methods"][name][k] for k in ("psnr", "sam", "ergas", "rmse", "ssim")}
+        name: {k: result["methods"][name][k] for k in ("psnr", "sam", "ergas", "rmse", "rmse_01", "ssim")}
         for name in methods
     }
     report["training"] = {"epochs": summary["epochs"], "steps": summary["steps"], "seconds": summary["seconds"],

@@ -112,8 +112,9 @@ def evaluate(
     """Run every method on every pair; metrics on [0, 1] outputs clamped to [0, 1].
 
     PSNR uses the paper's per-band peak (``psnr``) and a fixed peak of 1 (``psnr_fixed``); SAM in degrees;
-    ERGAS with the scale; RMSE in the data's units (the [0, 1] error times the cube's normalising peak);
-    SSIM averaged over bands. Returns ``{"methods": {name: means}, "per_image": [rows]}``.
+    ERGAS with the scale; RMSE in the data's units (``rmse``: the [0, 1] error times the cube's normalising
+    peak) and on the [0, 1] scale (``rmse_01``); SSIM averaged over bands. Returns
+    ``{"methods": {name: means}, "per_image": [rows]}``.
     """
     rows: list[dict[str, Any]] = []
     outputs: dict[str, dict[str, np.ndarray]] = {}
@@ -129,12 +130,12 @@ def evaluate(
             pred = raw.clamp(0, 1)
             m = compute_metrics(pred, hr, scale=scale, units=pair.peak)
             rows.append({"method": name, "image": pair.name, **{key: float(m[key][0]) for key in METRIC_KEYS},
-                         "seconds": seconds})
+                         "rmse_01": float(m["rmse"][0]) / pair.peak, "seconds": seconds})
             if k < figures:
                 outputs.setdefault(pair.name, {})[name] = pred[0].numpy()
     summary: dict[str, Any] = {"methods": {}, "per_image": rows}
     for name in methods:
-        mine = [{k: r[k] for k in (*METRIC_KEYS, "seconds")} for r in rows if r["method"] == name]
+        mine = [{k: r[k] for k in (*METRIC_KEYS, "rmse_01", "seconds")} for r in rows if r["method"] == name]
         summary["methods"][name] = summarize(mine)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -159,19 +160,30 @@ def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     path.write_text(buf.getvalue())
 
 
+#: The column headers of the two RMSEs, naming their units: the [0, 1] scale the metrics are computed on, and
+#: the data's own units (the [0, 1] error times each cube's normalising peak: 16-bit CAVE PNGs give ~65535).
+RMSE_01 = "RMSE ([0,1])"
+RMSE_DATA = "RMSE (data units)"
+
+
+def _rmse_01(m: dict[str, float]) -> float:
+    return m.get("rmse_01", float("nan"))
+
+
 def markdown_table(methods: dict[str, dict[str, float]], complexity: dict[str, dict[str, int]] | None = None) -> str:
     """A Markdown table of mean metrics, with parameters and MACs (per image) where known."""
     complexity = complexity or {}
     lines = [
-        "| method | PSNR (dB) | SAM (deg) | ERGAS | RMSE | SSIM | params | GMACs | s / image |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"| method | PSNR (dB) | SAM (deg) | ERGAS | {RMSE_01} | {RMSE_DATA} | SSIM | params | GMACs | s / image |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, m in methods.items():
         c = complexity.get(name, {})
         params = f"{c['params'] / 1e6:.2f}M" if "params" in c else "-"
         macs = f"{c['macs'] / 1e9:.1f}" if "macs" in c else "-"
         lines.append(
-            f"| {name} | {m['psnr']:.2f} | {m['sam']:.3f} | {m['ergas']:.3f} | {m['rmse']:.4g} | {m['ssim']:.4f} "
+            f"| {name} | {m['psnr']:.2f} | {m['sam']:.3f} | {m['ergas']:.3f} | {_rmse_01(m):.4g} | {m['rmse']:.4g} "
+            f"| {m['ssim']:.4f} "
             f"| {params} | {macs} | {m.get('seconds', float('nan')):.3f} |"
         )
     return "\n".join(lines) + "\n"
@@ -179,11 +191,12 @@ def markdown_table(methods: dict[str, dict[str, float]], complexity: dict[str, d
 
 def format_table(methods: dict[str, dict[str, float]]) -> str:
     """A plain-text table of mean metrics, one row per method."""
-    head = f"{'method':<14}{'PSNR dB':>9}{'SAM deg':>9}{'ERGAS':>8}{'RMSE':>10}{'SSIM':>8}{'s/img':>8}"
+    head = (f"{'method':<14}{'PSNR dB':>9}{'SAM deg':>9}{'ERGAS':>8}{RMSE_01:>13}{RMSE_DATA:>19}{'SSIM':>8}"
+            f"{'s/img':>8}")
     lines = [head, "-" * len(head)]
     for name, m in methods.items():
         lines.append(
-            f"{name:<14}{m['psnr']:>9.2f}{m['sam']:>9.3f}{m['ergas']:>8.3f}{m['rmse']:>10.4g}"
+            f"{name:<14}{m['psnr']:>9.2f}{m['sam']:>9.3f}{m['ergas']:>8.3f}{_rmse_01(m):>13.4g}{m['rmse']:>19.4g}"
             f"{m['ssim']:>8.4f}{m.get('seconds', float('nan')):>8.3f}"
         )
     return "\n".join(lines)

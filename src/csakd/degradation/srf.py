@@ -611,7 +611,8 @@ def resolve_response(
             if wl is None:
                 raise InputError(
                     f"spectral response {text} holds curves over wavelength and needs the HSI band "
-                    "wavelengths in nm, but the data has none; give wavelengths or use a (c, C) matrix"
+                    "wavelengths in nm, but the data has none; give them with --wavelengths FILE (a text or CSV "
+                    "file of the band centres in nm; wavelengths= in Python) or use a (c, C) matrix file"
                 )
             response = SpectralResponse.from_csv(path, wl)
         elif _is_matrix_file(path) or suffix == ".csv" or path.is_file():
@@ -621,7 +622,8 @@ def resolve_response(
             if wl is None:
                 raise InputError(
                     f"spectral response {text!r} is a sensor name and needs the HSI band wavelengths in nm, "
-                    "but the data has none; give wavelengths or use a (c, C) matrix file"
+                    "but the data has none; give them with --wavelengths FILE (a text or CSV file of the band "
+                    "centres in nm; wavelengths= in Python) or use a (c, C) matrix file"
                 )
             response = SpectralResponse.from_sensor(text, wl)
     else:

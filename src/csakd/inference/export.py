@@ -55,7 +55,8 @@ from csakd.train.checkpoint import LoadedModel, load_checkpoint
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "INPUT_NAMES", "MIN_OPSET", "OUTPUT_NAME", "export_metadata", "export_onnx"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "INPUT_NAMES", "MIN_OPSET", "OUTPUT_NAME", "export_metadata", "export_onnx",
+           "export_summary", "log_exporter_warnings"]
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +221,32 @@ def export_onnx(
     }
 
 
+def export_summary(result: dict[str, Any], *, checkpoint: str | os.PathLike[str] | None = None,
+                   out: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """The JSON summary of :func:`export_onnx`'s ``result`` (``csakd export --json``): the metadata as values
+    (not JSON strings), the spectral response as its band count and names (not the matrix), and the paths
+    ``checkpoint`` and ``out`` as the user gave them."""
+    summary = {k: v for k, v in result.items() if k != "metadata"}
+    if out is not None:
+        summary["out"] = str(out)
+    if checkpoint is not None:
+        summary = {"checkpoint": str(checkpoint), **summary}
+    metadata: dict[str, Any] = {}
+    for key, text in result.get("metadata", {}).items():
+        try:
+            metadata[key] = json.loads(text)
+        except (TypeError, json.JSONDecodeError):
+            metadata[key] = text
+    response = metadata.get("response")
+    if isinstance(response, dict) and "matrix" in response:
+        matrix = np.asarray(response["matrix"], dtype=np.float64)
+        metadata["response"] = {"msi_bands": int(matrix.shape[0]), "hsi_bands": int(matrix.shape[-1]),
+                                "band_names": list(response.get("band_names") or []),
+                                "source": response.get("source")}
+    summary["metadata"] = metadata
+    return summary
+
+
 def _import_onnx() -> Any:
     try:
         import onnx
@@ -271,7 +298,7 @@ def _export_torchscript(model: nn.Module, example: tuple[torch.Tensor, torch.Ten
             input_names=list(INPUT_NAMES), output_names=[OUTPUT_NAME],
             dynamic_axes=dynamic_axes, opset_version=opset, do_constant_folding=True, dynamo=False,
         )
-    _log_warnings(caught)
+    log_exporter_warnings(caught)
     return onnx.load_model_from_string(buffer.getvalue())
 
 
@@ -285,19 +312,27 @@ def _export_dynamo(model: nn.Module, example: tuple[torch.Tensor, torch.Tensor],
             model, example, None, input_names=list(INPUT_NAMES), output_names=[OUTPUT_NAME],
             dynamic_shapes=shapes, opset_version=opset, dynamo=True,
         )
-    _log_warnings(caught)
+    log_exporter_warnings(caught)
     if program is None:
         raise CsakdError("the dynamo ONNX exporter returned no program")
     proto: onnx.ModelProto = program.model_proto
     return proto
 
 
-def _log_warnings(caught: list[warnings.WarningMessage]) -> None:
-    """Tracer warnings at WARNING (they can mean a size was frozen into the graph; the check would find it),
-    the exporters' deprecation notices at DEBUG."""
+def log_exporter_warnings(caught: list[warnings.WarningMessage]) -> None:
+    """The exporter's warnings, which a user can do nothing about, as one INFO line of ours (each at DEBUG, so
+    ``-v`` shows them). Tracer warnings say a value was taken as a constant of the graph (here a weight's shape:
+    the group count of the regression base's blur); a size frozen that way would show as a difference in the
+    ONNX Runtime check, which tries sizes unlike the tracing size. The rest are constant-folding and deprecation
+    notices of PyTorch's exporters."""
+    if not caught:
+        return
+    counts: dict[str, int] = {}
     for w in caught:
-        level = logging.WARNING if issubclass(w.category, torch.jit.TracerWarning) else logging.DEBUG
-        log.log(level, "exporter: %s: %s", w.category.__name__, str(w.message)[:300])
+        counts[w.category.__name__] = counts.get(w.category.__name__, 0) + 1
+        log.debug("exporter: %s: %s", w.category.__name__, str(w.message)[:300])
+    kinds = ", ".join(f"{n} {name}" for name, n in counts.items())
+    log.info("the ONNX exporter gave %d warning(s) (%s), expected for this network; -v shows them", len(caught), kinds)
 
 
 def _compare_with_onnxruntime(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -12,6 +13,7 @@ import torch
 from csakd.data import Cube, read_cube, write_cube
 from csakd.devices import resolve_device
 from csakd.errors import InputError
+from csakd.inference.checks import ClipCounter, check_pair_response
 from csakd.inference.geo import NodataMasks, apply_nodata, check_footprint, output_geo, output_nodata, prepare_nodata
 from csakd.io_utils import check_outputs, check_result, check_writable
 from csakd.normalization import check_values, from_network, to_network
@@ -116,6 +118,12 @@ def check_input_values(loaded: LoadedModel, lr: Cube, msi: Cube, *, strict: bool
                  names=(f"lr_hsi {lr.source}", f"hr_msi {msi.source}"))
 
 
+def pair_consistency(loaded: LoadedModel, lr_hsi: np.ndarray, hr_msi: np.ndarray) -> dict[str, Any] | None:
+    """The pair's spectral consistency with the checkpoint (:func:`csakd.inference.checks.check_pair_response`)."""
+    return check_pair_response(lr_hsi, hr_msi, response=loaded.response, model_config=loaded.config.to_dict(),
+                               normalization=loaded.normalization)
+
+
 def output_wavelengths(loaded: LoadedModel, lr: Cube) -> np.ndarray | None:
     """The fused image's wavelengths: the LR-HSI's, else the checkpoint's."""
     if lr.wavelengths is None and loaded.wavelengths is not None:
@@ -135,6 +143,8 @@ def fuse_files(
     variable_msi: str | None = None,
     layout: str = "auto",
     strict: bool = False,
+    clip: bool = True,
+    report: dict[str, Any] | None = None,
 ) -> Path:
     """Read the two files, fuse, and write the result in the format of ``out_path``'s extension.
 
@@ -144,6 +154,10 @@ def fuse_files(
     Wavelengths come from the LR-HSI (else the checkpoint); georeferencing from the HR-MSI. Georeferenced
     inputs must cover the same footprint (:func:`csakd.inference.geo.check_footprint`); nodata pixels are
     filled before the network and are nodata in the output (:mod:`csakd.inference.geo`).
+
+    The pair's spectral consistency with the checkpoint's response is checked (a warning when it is far off,
+    :func:`csakd.inference.checks.check_pair_response`); with ``clip`` (the default) fused values below 0 are set
+    to 0 and counted. ``report``, when given, receives ``spectral_consistency`` and ``clip``.
     """
     check_outputs({"out": out_path}, {"lr_hsi": lr_path, "hr_msi": msi_path, "checkpoint": checkpoint},
                   overwrite=overwrite)
@@ -152,8 +166,15 @@ def fuse_files(
     lr, msi, masks = read_checked_pair(loaded, lr_path, msi_path, variable_lr=variable_lr,
                                        variable_msi=variable_msi, layout=layout)
     check_input_values(loaded, lr, msi, strict=strict)
+    consistency = pair_consistency(loaded, lr.data, msi.data)
     fused = fuse_arrays(loaded, lr.data, msi.data, device=device)
     check_result(fused, "the fused image", target=out_path, cause=lambda: result_cause(loaded, checkpoint))
+    clipped = ClipCounter()
+    if clip:
+        fused = clipped(fused)
+        clipped.log()
+    if report is not None:
+        report.update({"spectral_consistency": consistency, "clip": clipped.summary() if clip else None})
     geo = output_geo(msi.geo, masks)
     apply_nodata(fused, masks.hr_window(slice(0, msi.height), slice(0, msi.width)), output_nodata(geo))
     cube = Cube(fused, wavelengths=output_wavelengths(loaded, lr), band_names=lr.band_names, geo=geo,

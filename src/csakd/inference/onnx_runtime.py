@@ -38,6 +38,7 @@ import numpy as np
 from csakd.data import Cube, read_cube, write_cube
 from csakd.data.writers import SUPPORTED_WRITE_SUFFIXES
 from csakd.errors import CheckpointError, InputError
+from csakd.inference.checks import ClipCounter, check_pair_response
 from csakd.inference.geo import apply_nodata, check_footprint, output_geo, output_nodata, prepare_nodata
 from csakd.io_utils import check_outputs, check_result, check_writable
 from csakd.normalization import Normalization, check_values
@@ -55,6 +56,22 @@ _REQUIRED = ("bands", "msi_bands", "scale", "normalization")
 
 #: ONNX Runtime providers: names, or ``(name, options)`` pairs such as ``("CUDAExecutionProvider", {"device_id": 1})``.
 Providers = Sequence[str | tuple[str, dict[str, Any]]]
+
+
+def sniff_model_file(path: str | os.PathLike[str]) -> str | None:
+    """What a model file holds, by its first bytes: ``"torch"`` (a zip archive or a pickle, as ``torch.save``
+    writes), ``"onnx"`` (a protobuf ModelProto, whose first field is the ir_version varint) or None (unknown,
+    or not readable)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError:
+        return None
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return "torch"
+    if head[:1] == b"\x08":
+        return "onnx"
+    return None
 
 
 def default_providers() -> list[str]:
@@ -150,6 +167,11 @@ class OnnxFuser:
         self.path = Path(path).expanduser()
         if not self.path.is_file():
             raise CheckpointError(f"ONNX model {self.path} does not exist: expected a .onnx file from csakd export")
+        if sniff_model_file(self.path) == "torch":
+            raise CheckpointError(
+                f"{self.path} is not an ONNX file: it is a PyTorch checkpoint (torch.save's format). Fuse it with "
+                f"--runtime torch, or export it first: csakd export --checkpoint {path} --out model.onnx"
+            )
         try:
             import onnxruntime as ort
         except ImportError as exc:
@@ -292,6 +314,8 @@ def fuse_files_onnx(
     variable_msi: str | None = None,
     layout: Literal["auto", "chw", "hwc"] = "auto",
     strict: bool = False,
+    clip: bool = True,
+    report: dict[str, Any] | None = None,
 ) -> Path:
     """Read the two files, fuse with the ONNX model, write the result in the format of ``out_path``'s extension.
 
@@ -299,7 +323,8 @@ def fuse_files_onnx(
     (output free and of a known format, model, files, band counts, grids, finite values) before the output
     is written; an existing output needs ``overwrite``. Wavelengths come from the LR-HSI (else the model's
     metadata); band names from the LR-HSI; georeferencing from the HR-MSI. Georeferenced inputs must cover the
-    same footprint and nodata pixels are nodata in the output (:mod:`csakd.inference.geo`).
+    same footprint and nodata pixels are nodata in the output (:mod:`csakd.inference.geo`). ``clip`` and
+    ``report`` as for :func:`csakd.inference.fuse.fuse_files` (the response and blur from the metadata).
 
     Returns:
         ``out_path`` as a :class:`~pathlib.Path`.
@@ -321,8 +346,17 @@ def fuse_files_onnx(
     check_footprint(lr.geo, msi.geo, lr.data.shape, msi.data.shape, fuser.scale)
     check_values(fuser.normalization, lr.data, msi.data, strict=strict,
                  names=(f"lr_hsi {lr.source}", f"hr_msi {msi.source}"))
+    consistency = check_pair_response(lr.data, msi.data, response=fuser.metadata.get("response"),
+                                      model_config={"scale": fuser.scale, **(fuser.metadata.get("model_config") or {})},
+                                      normalization=fuser.normalization, what=f"the ONNX model {fuser.path.name}")
     fused = fuser.fuse(lr.data, msi.data)
     check_result(fused, "the fused image", target=out, cause=lambda: _onnx_cause(fuser.path))
+    clipped = ClipCounter()
+    if clip:
+        fused = clipped(fused)
+        clipped.log()
+    if report is not None:
+        report.update({"spectral_consistency": consistency, "clip": clipped.summary() if clip else None})
     geo = output_geo(msi.geo, masks)
     apply_nodata(fused, masks.hr_window(slice(0, msi.height), slice(0, msi.width)), output_nodata(geo))
     wavelengths = lr.wavelengths if lr.wavelengths is not None else fuser.wavelengths

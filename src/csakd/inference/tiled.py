@@ -951,6 +951,8 @@ def fuse_files_tiled(
     layout: str = "auto",
     progress: bool = False,
     strict: bool = False,
+    clip: bool = True,
+    report: dict[str, Any] | None = None,
 ) -> Path:
     """Read the two files, fuse tile by tile and write the output window by window (:class:`CubeWriter`).
 
@@ -959,9 +961,17 @@ def fuse_files_tiled(
     output's nodata mask applied window by window), with bounded memory for the output. Everything is checked
     before the output file is created; an existing output needs ``overwrite``, and no input is ever the output.
     Each window is checked before it is written: one with NaN or Inf values stops the fusion, removes the
-    temporary file, and the output never appears.
+    temporary file, and the output never appears. ``clip`` and ``report`` as for
+    :func:`csakd.inference.fuse.fuse_files` (values below 0 are clipped window by window).
     """
-    from csakd.inference.fuse import check_input_values, output_wavelengths, read_checked_pair, result_cause
+    from csakd.inference.checks import ClipCounter
+    from csakd.inference.fuse import (
+        check_input_values,
+        output_wavelengths,
+        pair_consistency,
+        read_checked_pair,
+        result_cause,
+    )
     from csakd.inference.geo import apply_nodata, output_geo, output_nodata
     from csakd.io_utils import check_outputs, check_result
     from csakd.train.checkpoint import load_checkpoint
@@ -975,8 +985,10 @@ def fuse_files_tiled(
     lr, msi, masks = read_checked_pair(loaded, lr_path, msi_path, variable_lr=variable_lr,
                                        variable_msi=variable_msi, layout=layout)
     check_input_values(loaded, lr, msi, strict=strict)
+    consistency = pair_consistency(loaded, lr.data, msi.data)
     wavelengths = output_wavelengths(loaded, lr)
     shape = (lr.bands, msi.height, msi.width)
+    clipped = ClipCounter(inplace=False)  # blocks may be views of the blending buffers
     geo = output_geo(msi.geo, masks)
     fill = output_nodata(geo)
     with CubeWriter(target, shape, wavelengths=wavelengths, band_names=lr.band_names, geo=geo,
@@ -986,6 +998,8 @@ def fuse_files_tiled(
             where = f"rows {rows.start}:{rows.stop}, columns {cols.start}:{cols.stop}"
             check_result(block, f"the fused window at {where}", target=target,
                          cause=lambda: result_cause(loaded, checkpoint))  # before nodata (NaN) is filled in
+            if clip:
+                block = clipped(block)
             mask = masks.hr_window(rows, cols)
             if mask is not None and mask.any():
                 block = apply_nodata(np.array(block, dtype=np.float32), mask, fill)  # a copy: blocks may be views
@@ -994,4 +1008,8 @@ def fuse_files_tiled(
         fuse_tiled_arrays(loaded, lr.data, msi.data, tile=tile, overlap=overlap, batch_tiles=batch_tiles,
                           writer=checked_writer, progress=progress, device=device,
                           blend=blend, inplace=True)  # the arrays read are not used again
+    if clip:
+        clipped.log()
+    if report is not None:
+        report.update({"spectral_consistency": consistency, "clip": clipped.summary() if clip else None})
     return target
