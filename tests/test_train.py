@@ -273,3 +273,16 @@ def test_the_summary_says_what_training_gained_over_the_base(tmp_path) -> None:
         assert f"{gain['psnr']:+.2f} dB" in lines[1]
     fake = dict(summary, gains={"student": dict(gain, step=0)}, best={"student": dict(best, step=0)})
     assert "this is its untrained base: training did not improve on it" in training_report(fake, "psnr")[1]
+
+
+def test_the_plan_follows_steps_that_run_faster_or_slower_than_timed() -> None:
+    from csakd.train.trainer import Plan
+
+    plan = Plan.make(0, step_seconds=1.0, timed=3, val_seconds=1.0, save_seconds=0.0, seconds_left=100.0,
+                     val_count=4, has_val=True)
+    assert plan.total_steps == 94 and plan.interval == 24
+    plan.replan(24, 1, step_seconds=0.5, val_seconds=1.0, seconds_left=70.0)  # twice as fast as timed
+    # 70 s less 2% and 4 validations (this one and 3 more) leaves 64.6 s: 129 steps of 0.5 s, over 3 intervals
+    assert plan.total_steps == 24 + 129 and plan.step_seconds == 0.5 and plan.interval == 43
+    plan.replan(67, 2, step_seconds=2.0, val_seconds=1.0, seconds_left=20.0)
+    assert plan.total_steps == 67 + int((20 * 0.98 - 3 * 1.0) / 2.0) and plan.interval == 4

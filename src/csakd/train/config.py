@@ -151,7 +151,9 @@ def recipe_defaults(recipe: str) -> dict[str, Any]:
     power, as the reference), validation every 2 epochs, 800 epochs, fp32 (tf32 on GPU), SmoothL1, checkpoints
     kept by validation SAM; networks with the reference's attention and no global residual.
     ``default``: lr 5e-4, warm-up (5% of the run) + cosine over the run, no training noise, bf16 on GPU, an L1
-    pixel term, checkpoints kept by validation PSNR; networks with a residual over the ``regression`` base and
+    pixel term, no feature distillation (with zero-initialised heads it trains the student's body towards the
+    teacher's untrained features; measured to hold the student at its base), checkpoints kept by validation PSNR;
+    networks with a residual over the ``regression`` base and
     normalised attention (see the README's training section for the measurements behind each).
     """
     if recipe == "paper":
@@ -162,11 +164,14 @@ def recipe_defaults(recipe: str) -> dict[str, Any]:
         }
     if recipe == "default":
         return {"lr_teacher": 5e-4, "lr_student": 5e-4, "schedule": "cosine", "train_snr_db": None, "amp": "auto",
-                "pixel_loss": "l1", "warmup": 0.05}
+                "pixel_loss": "l1", "warmup": 0.05, "losses.feature_kd": 0.0}
     raise InputError(f"recipe {recipe!r}: expected one of {', '.join(RECIPES)}")
 
 
 def apply_recipe(config: TrainConfig, explicit: set[str]) -> TrainConfig:
-    """``config`` with the recipe's settings, except those the user set explicitly."""
-    values = {k: v for k, v in recipe_defaults(config.recipe).items() if k not in explicit}
-    return replace(config, **values)
+    """``config`` with the recipe's settings, except those the user set explicitly (a loss weight as
+    ``losses.NAME``)."""
+    chosen = {k: v for k, v in recipe_defaults(config.recipe).items() if k not in explicit}
+    weights = {k.split(".", 1)[1]: chosen.pop(k) for k in list(chosen) if k.startswith("losses.")}
+    losses = replace(config.losses, **weights) if weights else config.losses
+    return replace(config, **chosen, losses=losses)

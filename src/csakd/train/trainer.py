@@ -122,6 +122,15 @@ class Plan:
         interval = max(1, math.ceil(total / count))
         return cls(total, interval, step_seconds, timed, val, save_seconds, count)
 
+    def replan(self, done: int, validated: int, step_seconds: float, val_seconds: float, seconds_left: float) -> None:
+        """After the ``validated``-th interval (its validation still to come): the steps that fit in
+        ``seconds_left`` at the measured ``step_seconds``, spread over the validations left."""
+        after = max(0, self.val_count - validated)  # validations after this interval's
+        train_seconds = seconds_left * 0.98 - (1 + after) * (val_seconds + self.save_seconds)
+        self.total_steps = done + max(0, int(train_seconds / max(step_seconds, 1e-6)))
+        self.interval = max(1, math.ceil((self.total_steps - done) / max(after, 1)))
+        self.step_seconds = step_seconds
+
     def describe(self, budget_seconds: float) -> str:
         per_minute = 60 / max(self.step_seconds, 1e-9)
         return (f"plan: {self.step_seconds:.3g} s per step (median of {self.timed} timed steps), {per_minute:.0f} "
@@ -645,11 +654,12 @@ class Trainer:
         plan = self.plan
         reason = ""
         while not reason:
-            end = min(plan.total_steps, (self.step // plan.interval + 1) * plan.interval)
+            end = min(plan.total_steps, self.step + plan.interval)
             if stop_after_steps is not None:
                 end = min(end, stop_after_steps)
             running: dict[str, float] = {}
             n = 0
+            interval_tick = time.monotonic()
             for batch in self._stream_loader(stream, self.step, end):
                 val_seconds = max(plan.val_seconds, self.val_seconds)
                 if n and self._clock(started) + plan.step_seconds + val_seconds + plan.save_seconds >= budget:
@@ -661,9 +671,13 @@ class Trainer:
                 for k, v in logs.items():
                     running[k] = running.get(k, 0.0) + v
                 self._tick(started, budget, logs)
+            step_seconds = ddp.max_over_ranks((time.monotonic() - interval_tick) / max(n, 1), self.dist, self.device)
             self.epoch += 1
             self.elapsed = self._clock(started)
             self._log_train(running, n)
+            if n and not reason:  # steps that ran faster or slower than timed: the plan follows
+                plan.replan(self.step, self.epoch, step_seconds, max(plan.val_seconds, self.val_seconds),
+                            budget - self.elapsed)
             if self.step >= plan.total_steps:
                 reason = reason or "steps"
             self._validate_and_save(deadline=deadline)
@@ -680,8 +694,8 @@ class Trainer:
     def _time_first_steps(self, stream: _SampleStream, started: float, budget: float) -> tuple[float, int]:
         """Train the first steps one at a time and return the seconds per step and how many were timed.
 
-        At least 3 steps and 2% of the budget are spent (at most 5% or 20 steps); the first step, which
-        allocates, is not counted when later ones exist.
+        At least 3 steps and 2% of the budget are spent (at most 20 steps, or 2 steps and 5%); the first step,
+        which allocates, is not counted.
 
         Raises:
             InputError: the budget is too short for one step and a validation.
@@ -708,7 +722,8 @@ class Trainer:
                     f"validation {self.val_seconds:.1f} s; give at least {3 * (times[0] + self.val_seconds) / 60:.2g} "
                     "minutes, a smaller --crop/--batch-size or smaller networks")
             used = self._clock(started) - begun
-            if len(times) >= 20 or used >= 0.05 * budget or (len(times) >= 3 and used >= 0.02 * budget):
+            if len(times) >= 20 or (len(times) >= 2 and used >= 0.05 * budget) or (
+                    len(times) >= 3 and used >= 0.02 * budget):
                 break
         timed = times[1:] if len(times) > 1 else times
         return sorted(timed)[len(timed) // 2], len(timed)
