@@ -34,11 +34,11 @@ import numpy as np
 import torch
 from common import environment
 
+from csakd.checkpoint import model_payload, save_payload
 from csakd.inference.export import export_onnx
 from csakd.inference.onnx_runtime import OnnxFuser
 from csakd.models import DTSNet, count_params, preset_config
 from csakd.normalization import Normalization
-from csakd.train.checkpoint import model_payload, save_payload
 
 
 def timed(fns: list[Any], warmup: int, repeats: int) -> tuple[list[list[float]], list[Any]]:

@@ -32,8 +32,8 @@ METHODS = ("bicubic", "gsa", "base", "teacher", "student")
 
 def write_base_checkpoint(student_pt: Path, out: Path) -> None:
     """The untrained network of ``student_pt``'s config (its residual base), with the same data facts."""
+    from csakd.checkpoint import load_checkpoint, model_payload, save_payload
     from csakd.models import DTSNet
-    from csakd.train.checkpoint import load_checkpoint, model_payload, save_payload
 
     loaded = load_checkpoint(student_pt)
     base = DTSNet(loaded.config)

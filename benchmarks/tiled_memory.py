@@ -80,9 +80,9 @@ def write_inputs(work: Path, size: int, aviris: Path) -> tuple[Path, Path]:
 
 
 def write_checkpoint(work: Path, preset: str) -> Path:
+    from csakd.checkpoint import model_payload, save_payload
     from csakd.models import create_model
     from csakd.normalization import Normalization
-    from csakd.train.checkpoint import model_payload, save_payload
 
     torch.manual_seed(0)
     model = create_model(preset, bands=BANDS, msi_bands=MSI_BANDS, scale=SCALE)

@@ -155,7 +155,7 @@ def test_compare_tabulates_baselines_teacher_and_both_students(tiny_data, tmp_pa
     assert record["complexity"]["student"]["params"] == record["complexity"]["student-no-kd"]["params"]
     # the two students are different networks: distillation changed what the student learned (their best
     # checkpoints may both be epoch 0, the residual base, on this easy synthetic scene; the last ones differ)
-    from csakd.train.checkpoint import read_payload
+    from csakd.checkpoint import read_payload
 
     kd, plain = (read_payload(out / run / "last.pt")["models"]["student"] for run in ("kd", "plain"))
     assert any(not np.array_equal(kd[k].numpy(), plain[k].numpy()) for k in kd)

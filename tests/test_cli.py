@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from csakd.checkpoint import load_checkpoint
 from csakd.cli import main
 from csakd.data import Cube, read_cube, write_cube
 from csakd.models import count_params, create_model
-from csakd.train.checkpoint import load_checkpoint
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -152,8 +152,8 @@ def test_simulate_train_eval_fuse(capsys, tmp_path, cube_folder) -> None:
 
 def test_fuse_refuses_mismatched_inputs_before_writing(capsys, tmp_path) -> None:
     model = create_model("student", bands=8, msi_bands=3, nf=8, gc=4, blocks=(1, 1, 1, 1))
+    from csakd.checkpoint import model_payload, save_payload
     from csakd.normalization import Normalization
-    from csakd.train.checkpoint import model_payload, save_payload
 
     ckpt = tmp_path / "m.pt"
     save_payload(ckpt, model_payload(model, role="student", normalization=Normalization("per_image")))

@@ -237,8 +237,8 @@ def test_tiled_fusion_equals_the_whole_pass() -> None:
 
 
 def test_train_records_the_degradation_in_the_model(tmp_path: Path) -> None:
+    from csakd.checkpoint import load_checkpoint
     from csakd.cli import main
-    from csakd.train.checkpoint import load_checkpoint
 
     data = tmp_path / "cubes"
     data.mkdir()

@@ -25,13 +25,13 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
+from csakd.checkpoint import read_payload
 from csakd.data.pairs import SimulatedPairs
 from csakd.degradation import Degradation, DegradationConfig, SpectralResponse
 from csakd.errors import InputError
 from csakd.losses import student_loss
 from csakd.models import DTSNet, preset_config
 from csakd.normalization import Normalization, to_network
-from csakd.train.checkpoint import read_payload
 from csakd.train.config import TrainConfig
 from csakd.train.distributed import (
     DistContext,

@@ -18,13 +18,13 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 import csakd  # noqa: E402
+from csakd.checkpoint import load_checkpoint, model_payload, save_payload  # noqa: E402
 from csakd.errors import CheckpointError, CsakdError, InputError, OutputExistsError  # noqa: E402
 from csakd.inference.export import export_onnx  # noqa: E402
 from csakd.inference.fuse import fuse_arrays  # noqa: E402
 from csakd.inference.onnx_runtime import OnnxFuser, fuse_files_onnx, providers_for_device  # noqa: E402
 from csakd.models import create_model  # noqa: E402
 from csakd.normalization import Normalization  # noqa: E402
-from csakd.train.checkpoint import load_checkpoint, model_payload, save_payload  # noqa: E402
 
 BANDS, MSI_BANDS, SCALE = 8, 3, 4
 REPO = Path(__file__).resolve().parents[1]

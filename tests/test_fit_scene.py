@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from csakd.checkpoint import load_checkpoint
 from csakd.cli import main
 from csakd.data import Cube, read_cube, write_cube
 from csakd.degradation import Degradation, DegradationConfig, upsample_in_phase
@@ -25,7 +26,6 @@ from csakd.inference.fit_scene import (
     spectral_consistency,
 )
 from csakd.metrics import cc
-from csakd.train.checkpoint import load_checkpoint
 from csakd.train.data import center_crop
 from tests.conftest import shared_path
 

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+from csakd.checkpoint import load_checkpoint
 from csakd.cli import main
 from csakd.data import Cube, read_cube, write_cube
 from csakd.degradation import Degradation, DegradationConfig, SpectralResponse
 from csakd.inference import fuse_arrays, fuse_files, fuse_files_tiled
 from csakd.inference.checks import CONSISTENCY_WARN, clip_negative, degrade_msi, spectral_consistency
-from csakd.train.checkpoint import load_checkpoint
 from tests.test_export import BANDS, MSI_BANDS, make_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")

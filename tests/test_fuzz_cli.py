@@ -27,12 +27,12 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from csakd.checkpoint import model_payload, save_payload
 from csakd.cli import main
 from csakd.data import Cube, read_cube, write_cube
 from csakd.degradation import DegradationConfig, SpectralResponse
 from csakd.models import create_model
 from csakd.normalization import Normalization
-from csakd.train.checkpoint import model_payload, save_payload
 from tests.conftest import fuzz_case
 
 BANDS, MSI, SIZE = 6, 3, 16
@@ -805,7 +805,7 @@ def test_sigterm_during_train_keeps_the_last_checkpoint_and_resume_continues(
     import sys
     import time
 
-    from csakd.train.checkpoint import read_payload
+    from csakd.checkpoint import read_payload
 
     d = _fresh(files["root"])
     argv, _ = _train(files, d, "--epochs", "40", "--samples-per-epoch", "2", "--crop", "16")  # the last value counts

@@ -37,13 +37,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import csakd.data.io_tiff as io_tiff
+from csakd.checkpoint import LoadedModel, check_compatible, load_checkpoint, model_payload, save_payload
 from csakd.data import Cube, read_cube, read_wavelengths, write_cube
 from csakd.degradation import load_psf
 from csakd.errors import CheckpointError, CsakdError, InputError
 from csakd.inference.fuse import check_grids
 from csakd.models import create_model
 from csakd.normalization import Normalization
-from csakd.train.checkpoint import LoadedModel, check_compatible, load_checkpoint, model_payload, save_payload
 from tests.conftest import fuzz_case
 
 FUZZ = settings(max_examples=25, deadline=None, derandomize=True, database=None)

@@ -37,7 +37,7 @@ def _wkt(epsg: int) -> str:
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
-    from csakd.train.checkpoint import model_payload, save_payload
+    from csakd.checkpoint import model_payload, save_payload
 
     torch.manual_seed(0)
     net = create_model("student", bands=BANDS, msi_bands=MSI_BANDS, nf=8, gc=4, blocks=(1, 1, 1, 1))

@@ -30,15 +30,15 @@ import numpy as np
 import pytest
 import torch
 
+import csakd.checkpoint as checkpoint
 import csakd.data.io_envi as io_envi
 import csakd.data.io_mat as io_mat
 import csakd.data.io_numpy as io_numpy
 import csakd.data.io_tiff as io_tiff
-import csakd.train.checkpoint as checkpoint
+from csakd.checkpoint import read_payload, save_payload
 from csakd.data import Cube, read_cube, write_cube
 from csakd.errors import CsakdError, InputError, OutputExistsError
 from csakd.io_utils import write_json
-from csakd.train.checkpoint import read_payload, save_payload
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
@@ -51,7 +51,7 @@ KILLER = textwrap.dedent(r'''
     from pathlib import Path
     import numpy as np, torch
     from csakd.data import Cube, write_cube
-    from csakd.train.checkpoint import save_payload
+    from csakd.checkpoint import save_payload
 
     root, old_bands, new_bands, side = Path(sys.argv[1]), *map(int, sys.argv[2:5])
     targets = {"npy": "out.npy", "tif": "out.tif", "envi": "out.hdr", "checkpoint": "ckpt.pt"}

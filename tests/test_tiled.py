@@ -392,7 +392,7 @@ def test_bad_tile_sizes_raise_before_any_work() -> None:
 
 
 def loaded_model(model: DTSNet, kind: str = "per_image"):
-    from csakd.train.checkpoint import LoadedModel
+    from csakd.checkpoint import LoadedModel
 
     return LoadedModel(model=model, role="student", normalization=Normalization(kind), wavelengths=None,
                        response=None, degradation=None, metadata={})
@@ -516,8 +516,8 @@ def test_cube_writer_leaves_nothing_when_incomplete_or_failed(tmp_path: Path) ->
 
 
 def test_fuse_files_tiled_matches_fuse_files(tmp_path: Path) -> None:
+    from csakd.checkpoint import model_payload, save_payload
     from csakd.data import Cube, write_cube
-    from csakd.train.checkpoint import model_payload, save_payload
 
     model = tiny_model(6, 3, blocks=(0, 1, 0, 0), fusion="csa")
     lr, msi = smooth_pair(6, 3, 24, 20, 4)

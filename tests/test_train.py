@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
+from csakd.checkpoint import load_checkpoint, read_payload
 from csakd.data.pairs import SimulatedPairs
 from csakd.degradation import Degradation, DegradationConfig, SpectralResponse
 from csakd.errors import CheckpointError, CsakdError, InputError
 from csakd.losses import LossWeights, student_loss, teacher_loss
 from csakd.models import preset_config
 from csakd.normalization import Normalization, to_network
-from csakd.train.checkpoint import load_checkpoint, read_payload
 from csakd.train.config import TrainConfig, apply_recipe
 from csakd.train.trainer import RunSpec, Trainer, lr_factor
 

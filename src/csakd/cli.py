@@ -302,11 +302,11 @@ def _named_checkpoints(specs: Sequence[str], methods: Sequence[str]) -> dict[str
 def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
+    from csakd.checkpoint import check_compatible, load_checkpoint
     from csakd.data import AvirisReferenceDataset
     from csakd.degradation import Degradation, DegradationConfig, SpectralResponse
     from csakd.devices import resolve_device
     from csakd.evaluate import EvalPair, bicubic_method, evaluate, format_table, model_method
-    from csakd.train.checkpoint import check_compatible, load_checkpoint
     from csakd.train.data import list_cube_files, load_hr_cubes, simulate_pair
 
     specs = args.checkpoint or []
@@ -528,7 +528,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     _check_io(args, {"--json": args.json}, {"--checkpoint": args.checkpoint})
     if args.checkpoint:
-        from csakd.train.checkpoint import load_checkpoint
+        from csakd.checkpoint import load_checkpoint
 
         lm = load_checkpoint(args.checkpoint, scale=args.scale or 4)
         cfg = lm.config

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import yaml
 
+from csakd.checkpoint import LoadedModel, load_checkpoint
 from csakd.data.pairs import SimulatedPairs
 from csakd.degradation import Degradation, DegradationConfig, SpectralResponse
 from csakd.evaluate import EvalPair, bicubic_method, evaluate, format_table, model_method
@@ -28,7 +29,6 @@ from csakd.io_utils import atomic_write
 from csakd.models import DTSNet, preset_config
 from csakd.normalization import Normalization
 from csakd.scene import demo_response, demo_scene
-from csakd.train.checkpoint import LoadedModel, load_checkpoint
 from csakd.train.config import TrainConfig, apply_recipe
 from csakd.train.trainer import RunSpec, Trainer
 

@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from csakd.checkpoint import LoadedModel
 from csakd.degradation import upsample_in_phase
 from csakd.io_utils import check_result
 from csakd.metrics import compute_metrics, summarize
 from csakd.normalization import from_network, to_network
-from csakd.train.checkpoint import LoadedModel
 
 log = logging.getLogger(__name__)
 

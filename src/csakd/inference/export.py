@@ -48,9 +48,9 @@ import torch
 from torch import nn
 
 import csakd
+from csakd.checkpoint import LoadedModel, load_checkpoint
 from csakd.errors import CsakdError, InputError
 from csakd.io_utils import atomic_path, check_writable
-from csakd.train.checkpoint import LoadedModel, load_checkpoint
 
 if TYPE_CHECKING:
     import onnx

@@ -502,13 +502,13 @@ def fit_scene(
 
 
 def _fit_scene(lr_path: Path, msi_path: Path, out: Path, rdir: Path, opts: FitOptions) -> FitSceneResult:
+    from csakd.checkpoint import load_checkpoint
     from csakd.devices import resolve_device
     from csakd.envinfo import environment
     from csakd.inference.geo import apply_nodata, check_footprint, output_geo, output_nodata, prepare_nodata
     from csakd.inference.tiled import fuse_tiled_arrays
     from csakd.models import preset_config
     from csakd.normalization import Normalization
-    from csakd.train.checkpoint import load_checkpoint
     from csakd.train.config import TrainConfig
     from csakd.train.trainer import RunSpec, Trainer
 

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from csakd.checkpoint import LoadedModel, check_compatible, load_checkpoint
 from csakd.data import Cube, read_cube, write_cube
 from csakd.devices import resolve_device
 from csakd.errors import InputError
@@ -17,7 +18,6 @@ from csakd.inference.checks import ClipCounter, check_pair_response
 from csakd.inference.geo import NodataMasks, apply_nodata, check_footprint, output_geo, output_nodata, prepare_nodata
 from csakd.io_utils import check_outputs, check_result, check_writable
 from csakd.normalization import check_values, from_network, to_network
-from csakd.train.checkpoint import LoadedModel, check_compatible, load_checkpoint
 
 log = logging.getLogger(__name__)
 

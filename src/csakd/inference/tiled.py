@@ -66,12 +66,12 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from csakd.checkpoint import LoadedModel
 from csakd.data.cube import Cube, GeoInfo
 from csakd.errors import CsakdError, InputError
 from csakd.models.config import ModelConfig
 from csakd.models.detail import detail_reach
 from csakd.models.dts import DTSNet
-from csakd.train.checkpoint import LoadedModel
 
 __all__ = [
     "BLENDS",
@@ -556,7 +556,7 @@ def fuse_tiled_arrays(
     output is not, when a writer is given.
 
     Args:
-        loaded: a :class:`~csakd.train.checkpoint.LoadedModel`.
+        loaded: a :class:`~csakd.checkpoint.LoadedModel`.
         lr_hsi, hr_msi: the two images, bands first.
         tile, overlap, batch_tiles, writer, progress, blend: as for :func:`fuse_tiled`.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (the model is moved there; tiles go there one batch
@@ -964,6 +964,7 @@ def fuse_files_tiled(
     temporary file, and the output never appears. ``clip`` and ``report`` as for
     :func:`csakd.inference.fuse.fuse_files` (values below 0 are clipped window by window).
     """
+    from csakd.checkpoint import load_checkpoint
     from csakd.inference.checks import ClipCounter
     from csakd.inference.fuse import (
         check_input_values,
@@ -974,7 +975,6 @@ def fuse_files_tiled(
     )
     from csakd.inference.geo import apply_nodata, output_geo, output_nodata
     from csakd.io_utils import check_outputs, check_result
-    from csakd.train.checkpoint import load_checkpoint
 
     target = Path(out_path).expanduser()
     check_outputs({"out": out_path}, {"lr_hsi": lr_path, "hr_msi": msi_path, "checkpoint": checkpoint},

@@ -31,6 +31,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
+from csakd.checkpoint import load_checkpoint, model_payload, read_payload, save_payload, unwrap
 from csakd.degradation import add_noise
 from csakd.devices import resolve_device
 from csakd.errors import CsakdError, InputError
@@ -40,7 +41,6 @@ from csakd.metrics import compute_metrics, summarize
 from csakd.models import DTSNet, ModelConfig
 from csakd.normalization import Normalization, from_network, to_network
 from csakd.train import distributed as ddp
-from csakd.train.checkpoint import load_checkpoint, model_payload, read_payload, save_payload, unwrap
 from csakd.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
