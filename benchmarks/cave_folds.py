@@ -132,18 +132,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--parallel", type=int, default=1, help="folds run at once (default 1)")
     p.add_argument("--threads", type=int, help="threads per run (default: PyTorch's, all cores)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--out", type=Path, required=True, help="work folder (must not exist)")
+    p.add_argument("--out", type=Path, help="work folder (must not exist)")
     p.add_argument("--json", type=Path, required=True)
     p.add_argument("--md", type=Path)
     p.add_argument("--png", type=Path)
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more csakd train options")
+    p.add_argument("--combine", type=Path, nargs="+",
+                   help="instead of running: merge the folds of these JSON files (runs made in turns) into --json")
     args = p.parse_args(argv)
+    if args.combine:
+        parts = [json.loads(f.read_text()) for f in args.combine]
+        record = dict(parts[0], folds=sorted((f for part in parts for f in part["folds"]), key=lambda f: f["fold"]),
+                      command=" ".join(part["command"] for part in parts))
+        record.update(summarize(record["folds"]))
+        return write_outputs(record, args)
     for needed in (args.cave, args.srf):
         if not needed.exists():
             print(f"{needed} not found: this benchmark needs ../shared/data (or --cave / --srf)", file=sys.stderr)
             return 2
-    if args.out.exists():
-        print(f"{args.out} exists: give a new --out", file=sys.stderr)
+    if args.out is None or args.out.exists():
+        print(f"--out {args.out}: give a new work folder", file=sys.stderr)
         return 2
     scenes = list_cube_files(args.cave)
     if len(scenes) < 4:
@@ -185,9 +193,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         run = fold_dir / "run"
         write_base_checkpoint(run / "student.pt", fold_dir / "base.pt")
-        code, _, _ = run_child(["eval", "--checkpoint", f"base={fold_dir / 'base.pt'}",
-                                "--checkpoint", f"teacher={run / 'teacher.pt'}",
-                                "--checkpoint", f"student={run / 'student.pt'}", "--method", "gsa",
+        kept = [a for role in ("teacher", "student") if (run / f"{role}.pt").exists()
+                for a in ("--checkpoint", f"{role}={run / f'{role}.pt'}")]
+        code, _, _ = run_child(["eval", "--checkpoint", f"base={fold_dir / 'base.pt'}", *kept, "--method", "gsa",
                                 "--data", str(fold_dir / "test"), "--center-crop", "256", "--device", args.device,
                                 "--figures", "0", "--json", str(fold_dir / "eval.json")],
                                fold_dir / "eval.log", args.threads, None)
@@ -195,18 +203,27 @@ def main(argv: list[str] | None = None) -> int:
             print(f"fold {k}: eval failed, see {fold_dir / 'eval.log'}", file=sys.stderr)
             return 1
         records.append(fold_record(k, fold_dir, test, train_results[k], args.minutes))
-    mean = {m: {key: sum(r["test"][m][key] for r in records) / len(records) for key in ("psnr", "sam", "ergas")}
-            for m in METHODS if all(m in r["test"] for r in records)}
-    mean_gain = {role: {key: mean[role][key] - mean["base"][key] for key in ("psnr", "sam")}
-                 for role in ("teacher", "student") if role in mean}
     record = {
         "benchmark": "csakd train defaults, CAVE folds of two held-out scenes",
         "command": " ".join(["benchmarks/cave_folds.py", *(sys.argv[1:] if argv is None else argv)]),
         **environment(), "device": args.device, "budget_minutes": args.minutes, "parallel": args.parallel,
-        "threads": args.threads, "folds": records, "mean": mean, "mean_gain": mean_gain,
+        "threads": args.threads, "folds": records, **summarize(records),
         "definitions": "psnr: per-band peak (paper); sam in degrees; ergas with scale 4; scored on each test "
                        "scene's centre 256x256 (cave256-x4)",
     }
+    return write_outputs(record, args)
+
+
+def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The mean of each method over the folds, and the networks' mean gains over the base."""
+    mean = {m: {key: sum(r["test"][m][key] for r in records) / len(records) for key in ("psnr", "sam", "ergas")}
+            for m in METHODS if all(m in r["test"] for r in records)}
+    mean_gain = {role: {key: mean[role][key] - mean["base"][key] for key in ("psnr", "sam")}
+                 for role in ("teacher", "student") if role in mean}
+    return {"mean": mean, "mean_gain": mean_gain}
+
+
+def write_outputs(record: dict[str, Any], args: argparse.Namespace) -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(record, indent=2) + "\n")
     if args.md:

@@ -256,3 +256,31 @@ def test_cave_run_trains_evaluates_and_records_the_validation_curve(tmp_path) ->
     curve = record["validation_curve"]
     assert curve[0]["epoch"] == 0 and {r["kind"] for r in curve} == {"val/teacher", "val/student"}
     assert set(record["best"]) == {"teacher", "student"} and record["command"].startswith("benchmarks/cave_run.py")
+
+
+def test_cave_folds_combines_folds_run_in_turns(tmp_path: Path) -> None:
+    """Folds run in two turns merge into one table whose means are the folds' means."""
+    folds = load_script("cave_folds")
+
+    def fold(k: int, shift: float) -> dict:
+        test = {m: {"psnr": 40.0 + i + shift, "sam": 1.0 + 0.1 * i - shift / 10, "ergas": 2.0}
+                for i, m in enumerate(folds.METHODS)}
+        gains = {r: {"psnr": test[r]["psnr"] - test["base"]["psnr"], "sam": test[r]["sam"] - test["base"]["sam"]}
+                 for r in ("teacher", "student")}
+        return {"fold": k, "test_scenes": [f"s{2 * k}", f"s{2 * k + 1}"], "steps": 10, "train_wall_seconds": 60.0,
+                "train_peak_rss_mb": 900, "test": test, "test_gain_over_base": gains, "validation_curve": []}
+
+    parts = []
+    for name, ks in (("a", (1, 0)), ("b", (2,))):
+        record = {"command": f"run {name}", "budget_minutes": 30, "device": "cpu", "folds": [fold(k, k) for k in ks]}
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(record))
+        parts.append(str(path))
+    out = tmp_path / "all.json"
+    assert folds.main(["--combine", *parts, "--json", str(out), "--md", str(tmp_path / "all.md")]) == 0
+    merged = json.loads(out.read_text())
+    assert [f["fold"] for f in merged["folds"]] == [0, 1, 2]
+    assert merged["mean"]["student"]["psnr"] == pytest.approx(np.mean([40.0 + 4 + k for k in range(3)]))
+    assert merged["mean_gain"]["student"]["psnr"] == pytest.approx(4 - 2)  # student (4th) minus base (3rd method)
+    table = (tmp_path / "all.md").read_text()
+    assert table.count("\n| ") == 5 and "| mean |" in table and "s4, s5" in table  # header, 3 folds, mean

@@ -182,9 +182,9 @@ def build_run(options: Any) -> BuiltRun:
         if val_crop < 0 or val_crop % scale:
             raise InputError(f"--val-crop {val_crop}: expected 0 (whole cubes) or a positive multiple of the scale "
                              f"{scale}")
-        centre = getattr(options, "center_crop", None)
-        val_common = dict(common, crop=min(c for c in (centre, val_crop) if c) if (centre or val_crop) else None)
-        val_cubes = load_hr_cubes(val_files, **val_common) if val_files else []
+        val_cubes = load_hr_cubes(val_files, **common) if val_files else []
+        if val_crop:
+            val_cubes = [_centre(c, val_crop, scale, normalize) for c in val_cubes]
         smallest = min(min(c.data.shape[-2:]) for c in train_cubes)
         if cfg.crop > smallest:
             raise InputError(f"--crop {cfg.crop} is larger than the smallest training cube ({smallest} pixels on "
@@ -221,6 +221,24 @@ def build_run(options: Any) -> BuiltRun:
                    student=None if cfg.mode == "teacher" else student, normalization=normalization,
                    wavelengths=wavelengths, response=response, degradation=degradation, data=data_info)
     return BuiltRun(spec, train_set, val_set, notes)
+
+
+def _centre(cube: Any, size: int, scale: int, normalize: str) -> Any:
+    """``cube``'s centre ``size`` x ``size`` crop when it is larger, renormalised as a cube of that size would be
+    (``--normalize max``: by the crop's own maximum, as ``csakd eval --center-crop`` scores it)."""
+    import numpy as np
+
+    from csakd.train.data import center_crop
+
+    if min(cube.data.shape[-2:]) <= size:
+        return cube
+    data = center_crop(cube.data, size, scale)
+    peak = float(data.max()) if normalize == "max" else 1.0
+    if peak > 0 and peak != 1.0:
+        data = data / peak
+    else:
+        peak = 1.0
+    return replace(cube, data=np.ascontiguousarray(data, dtype=np.float32), peak=cube.peak * peak)
 
 
 def _read_wavelengths(options: Any) -> Any:
