@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import SHARED_DATA, environment
+from common import SHARED_DATA, environment, plot_validation_gains
 
 from csakd.train.data import list_cube_files
 
@@ -100,27 +100,7 @@ def markdown(record: dict[str, Any]) -> str:
 
 
 def figure(record: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for f in record["folds"]:
-        for role, style in (("teacher", "--"), ("student", "-")):
-            rows = [r for r in f["validation_curve"] if r["kind"] == f"val/{role}"]
-            if not rows:
-                continue
-            steps = [r["step"] for r in rows]
-            axes[0].plot(steps, [r["psnr"] - rows[0]["psnr"] for r in rows], style, label=f"fold {f['fold']} {role}")
-            axes[1].plot(steps, [r["sam"] - rows[0]["sam"] for r in rows], style)
-    axes[0].set(xlabel="step", ylabel="validation PSNR - base (dB)")
-    axes[1].set(xlabel="step", ylabel="validation SAM - base (deg)")
-    for ax in axes:
-        ax.axhline(0, color="k", lw=0.5)
-    axes[0].legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    plot_validation_gains([(f"fold {f['fold']}", f["validation_curve"]) for f in record["folds"]], path, (10, 3.6))
 
 
 def main(argv: list[str] | None = None) -> int:

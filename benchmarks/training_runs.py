@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from common import environment
+from common import environment, plot_validation_gains
 
 
 def read_run(name: str, folder: Path) -> dict[str, Any]:
@@ -68,28 +68,7 @@ def markdown(record: dict[str, Any]) -> str:
 
 
 def figure(record: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for r in record["runs"]:
-        for role, style in (("teacher", "--"), ("student", "-")):
-            rows = [x for x in r["validation_curve"] if x["kind"] == f"val/{role}"]
-            if not rows:
-                continue
-            steps = [x["step"] for x in rows]
-            (line,) = axes[0].plot(steps, [x["psnr"] - rows[0]["psnr"] for x in rows], style,
-                                   label=f"{r['name']} {role}")
-            axes[1].plot(steps, [x["sam"] - rows[0]["sam"] for x in rows], style, color=line.get_color())
-    axes[0].set(xlabel="step", ylabel="validation PSNR - base (dB)")
-    axes[1].set(xlabel="step", ylabel="validation SAM - base (deg)")
-    for ax in axes:
-        ax.axhline(0, color="k", lw=0.5)
-    axes[0].legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    plot_validation_gains([(r["name"], r["validation_curve"]) for r in record["runs"]], path, (11, 4))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,7 @@ LAYERS = {
     0: ["errors", "io_utils", "envinfo", "metrics", "normalization", "devices", "degradation", "data", "scene"],
     1: ["models", "checkpoint", "losses", "baselines"],
     2: ["inference/fuse", "inference/tiled", "inference/onnx_runtime", "inference/export", "inference/geo",
-        "inference/checks", "inference/__init__", "evaluate", "bench", "figures"],
+        "inference/checks", "inference/__init__", "evaluate", "bench", "figures", "api"],
     3: ["train"],
     4: ["demo", "inference/fit_scene", "cli", "__main__"],
 }
