@@ -136,7 +136,7 @@ def train_argv(args: argparse.Namespace, run_dir: Path, options: Sequence[str]) 
             "--out", str(run_dir), "--max-minutes", str(args.minutes), "--epochs", "100000",
             "--crop", str(args.crop), "--batch-size", str(args.batch_size), "--samples-per-epoch", "64",
             "--val-every", "5", "--device", args.device, "--recipe", args.recipe, "--seed", str(args.seed),
-            "--quiet"]
+            "--quiet", "--keep-last"]  # the last weights too, for comparisons of the trained networks
     if args.center_crop:
         argv += ["--center-crop", str(args.center_crop)]
     return [*argv, *WIDTHS[args.widths], *args.extra, *options]  # later options win

@@ -286,7 +286,7 @@ def test_ready_made_pairs_get_the_blur_estimated_from_the_first_pair() -> None:
     # --aviris pairs carry no degradation: with the regression base, train estimates the Gaussian from the data
     import argparse
 
-    from csakd.cli import _base_degradation
+    from csakd.train.recipe import base_degradation
 
     g = torch.Generator().manual_seed(0)
     x = torch.nn.functional.avg_pool2d(torch.rand(1, 12, 68, 68, generator=g), 5, stride=1)[0]  # 64 x 64, smooth
@@ -294,13 +294,13 @@ def test_ready_made_pairs_get_the_blur_estimated_from_the_first_pair() -> None:
     response = torch.rand(3, 12, generator=g)
     pair = {"lr_hsi": deg.degrade_spatial(x), "hr_msi": torch.einsum("mc,chw->mhw", response, x)}
     args = argparse.Namespace(residual="regression", phase=0, scale=4)
-    found = _base_degradation(args, None, pair, "regression")
+    found = base_degradation(args, None, pair, "regression")
     assert found["residual_phase"] == 0 and found["blur_size"] % 2 == 1
     assert found["blur_sigma"] == pytest.approx(1.5, abs=0.15)
     # without the regression base nothing is estimated; simulated pairs give their own degradation
-    assert _base_degradation(argparse.Namespace(residual="bicubic", phase=0, scale=4), None, pair, "bicubic") == {
+    assert base_degradation(argparse.Namespace(residual="bicubic", phase=0, scale=4), None, pair, "bicubic") == {
         "residual_phase": 0}
-    assert _base_degradation(args, deg, None, "regression") == {"residual_phase": 0, "blur_size": 11, "blur_sigma": 1.5}
+    assert base_degradation(args, deg, None, "regression") == {"residual_phase": 0, "blur_size": 11, "blur_sigma": 1.5}
 
 
 def test_residual_scale_multiplies_the_correction_only() -> None:

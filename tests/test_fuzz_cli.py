@@ -808,7 +808,8 @@ def test_sigterm_during_train_keeps_the_last_checkpoint_and_resume_continues(
     from csakd.checkpoint import read_payload
 
     d = _fresh(files["root"])
-    argv, _ = _train(files, d, "--epochs", "40", "--samples-per-epoch", "2", "--crop", "16")  # the last value counts
+    # the last value counts; --keep-last: the finished run's state is compared
+    argv, _ = _train(files, d, "--epochs", "40", "--samples-per-epoch", "2", "--crop", "16", "--keep-last")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
     run = d / "run"
     with fuzz_case("SIGTERM during train, then --resume", seconds=150, max_bytes=None):

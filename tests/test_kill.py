@@ -205,8 +205,8 @@ def test_outputs_are_never_overwritten_without_overwrite(tmp_path: Path) -> None
 def _train_args(data: Path, srf: Path, out: Path) -> list[str]:
     return ["train", "--data", str(data), "--srf", str(srf), "--out", str(out), "--epochs", "3", "--batch-size", "2",
             "--crop", "16", "--samples-per-epoch", "8", "--nf", "8", "--gc", "4", "--teacher-blocks", "1,1,1,1",
-            "--student-blocks", "1,1,1,1", "--device", "cpu", "--deterministic", "--quiet", "--blur-size", "3",
-            "--blur-sigma", "1", "--val-fraction", "0.34", "--seed", "3"]
+            "--student-blocks", "1,1,1,1", "--device", "cpu", "--deterministic", "--quiet", "--keep-last",
+            "--blur-size", "3", "--blur-sigma", "1", "--val-fraction", "0.34", "--seed", "3"]
 
 
 # the resumed run, then the uninterrupted one, each as `csakd ARGS` would run them (one interpreter start for both)

@@ -758,7 +758,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "smooth_l1)")
     for name in ("pixel", "sam", "beba", "response_kd", "feature_kd"):
         w.add_argument(f"--w-{name.replace('_', '-')}", dest=f"w_{name}", type=float,
-                       help=f"weight of the {name.replace('_', ' ')} term (default {_LOSS_DEFAULTS[name]:g})")
+                       help=f"weight of the {name.replace('_', ' ')} term (default "
+                            + ("0 in the default recipe, 0.1 in the paper's)" if name == "feature_kd"
+                               else f"{_LOSS_DEFAULTS[name]:g})"))
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="metrics, tables and figures on test data with ground truth")

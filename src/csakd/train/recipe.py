@@ -185,11 +185,11 @@ def build_run(options: Any) -> BuiltRun:
         val_cubes = load_hr_cubes(val_files, **common) if val_files else []
         if val_crop:
             val_cubes = [_centre(c, val_crop, scale, normalize) for c in val_cubes]
+        deg = build_degradation(_degradation_config(options), train_cubes)
         smallest = min(min(c.data.shape[-2:]) for c in train_cubes)
         if cfg.crop > smallest:
-            raise InputError(f"--crop {cfg.crop} is larger than the smallest training cube ({smallest} pixels on "
-                             f"a side): expected a crop of at most {smallest - smallest % scale}")
-        deg = build_degradation(_degradation_config(options), train_cubes)
+            raise InputError(f"--crop {cfg.crop}: the smallest training cube is {smallest} pixels on a side, smaller "
+                             f"than the crop {cfg.crop}; expected a crop of at most {smallest - smallest % scale}")
         max_shift = cfg.max_shift if cfg.mixed_alignment else 0
         train_set = SimulatedPairs([c.data for c in train_cubes], deg, crop=cfg.crop, augment=cfg.augment,
                                    samples_per_epoch=cfg.samples_per_epoch, max_shift=max_shift, seed=cfg.seed)
