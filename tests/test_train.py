@@ -286,3 +286,5 @@ def test_the_plan_follows_steps_that_run_faster_or_slower_than_timed() -> None:
     assert plan.total_steps == 24 + 129 and plan.step_seconds == 0.5 and plan.interval == 43
     plan.replan(67, 2, step_seconds=2.0, val_seconds=1.0, seconds_left=20.0)
     assert plan.total_steps == 67 + int((20 * 0.98 - 3 * 1.0) / 2.0) and plan.interval == 4
+    plan.replan(75, 4, step_seconds=2.0, val_seconds=1.0, seconds_left=5.0)  # the last planned validation
+    assert plan.total_steps == 75

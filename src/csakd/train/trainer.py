@@ -126,6 +126,9 @@ class Plan:
         """After the ``validated``-th interval (its validation still to come): the steps that fit in
         ``seconds_left`` at the measured ``step_seconds``, spread over the validations left."""
         after = max(0, self.val_count - validated)  # validations after this interval's
+        if after == 0:  # this interval's validation is the last one planned: the run ends with it
+            self.total_steps = done
+            return
         train_seconds = seconds_left * 0.98 - (1 + after) * (val_seconds + self.save_seconds)
         self.total_steps = done + max(0, int(train_seconds / max(step_seconds, 1e-6)))
         self.interval = max(1, math.ceil((self.total_steps - done) / max(after, 1)))
