@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import SHARED_DATA, environment, plot_validation_gains
+from common import SHARED_DATA, environment, plot_validation_gains, write_record
 
 from csakd.train.data import list_cube_files
 
@@ -204,14 +204,7 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def write_outputs(record: dict[str, Any], args: argparse.Namespace) -> int:
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(record, indent=2) + "\n")
-    if args.md:
-        args.md.write_text(markdown(record))
-    if args.png:
-        figure(record, args.png)
-    print(markdown(record))
-    return 0
+    return write_record(record, args.json, args.md, args.png, markdown, figure)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from typing import Any
 
 from csakd.envinfo import environment
 
-__all__ = ["SHARED_DATA", "environment", "plot_validation_gains"]
+__all__ = ["SHARED_DATA", "environment", "plot_validation_gains", "write_record"]
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -38,3 +38,18 @@ def plot_validation_gains(runs: list[tuple[str, list[dict[str, Any]]]], path: Pa
     axes[0].legend(fontsize=6, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+def write_record(record: dict[str, Any], json_path: Path, md_path: Path | None, png_path: Path | None,
+                 markdown: Any, figure: Any) -> int:
+    """Write a benchmark's record as JSON, its Markdown table and figure where asked, and print the table."""
+    import json
+
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(record, indent=2) + "\n")
+    if md_path:
+        md_path.write_text(markdown(record))
+    if png_path:
+        figure(record, png_path)
+    print(markdown(record))
+    return 0

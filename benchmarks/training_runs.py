@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from common import environment, plot_validation_gains
+from common import environment, plot_validation_gains, write_record
 
 
 def read_run(name: str, folder: Path) -> dict[str, Any]:
@@ -89,14 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     record = {"benchmark": "csakd train runs", "command": " ".join(["benchmarks/training_runs.py",
                                                                        *(sys.argv[1:] if argv is None else argv)]),
               **environment(), "note": args.note, "runs": runs}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(record, indent=2) + "\n")
-    if args.md:
-        args.md.write_text(markdown(record))
-    if args.png:
-        figure(record, args.png)
-    print(markdown(record))
-    return 0
+    return write_record(record, args.json, args.md, args.png, markdown, figure)
 
 
 if __name__ == "__main__":

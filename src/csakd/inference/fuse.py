@@ -14,7 +14,7 @@ from csakd.checkpoint import LoadedModel, check_compatible, load_checkpoint
 from csakd.data import Cube, read_cube, write_cube
 from csakd.devices import resolve_device
 from csakd.errors import InputError
-from csakd.inference.checks import ClipCounter, check_pair_response
+from csakd.inference.checks import check_pair_response, clip_and_report
 from csakd.inference.geo import NodataMasks, apply_nodata, check_footprint, output_geo, output_nodata, prepare_nodata
 from csakd.io_utils import check_outputs, check_result, check_writable
 from csakd.normalization import check_values, from_network, to_network
@@ -169,12 +169,7 @@ def fuse_files(
     consistency = pair_consistency(loaded, lr.data, msi.data)
     fused = fuse_arrays(loaded, lr.data, msi.data, device=device)
     check_result(fused, "the fused image", target=out_path, cause=lambda: result_cause(loaded, checkpoint))
-    clipped = ClipCounter()
-    if clip:
-        fused = clipped(fused)
-        clipped.log()
-    if report is not None:
-        report.update({"spectral_consistency": consistency, "clip": clipped.summary() if clip else None})
+    fused = clip_and_report(fused, clip=clip, consistency=consistency, report=report)
     geo = output_geo(msi.geo, masks)
     apply_nodata(fused, masks.hr_window(slice(0, msi.height), slice(0, msi.width)), output_nodata(geo))
     cube = Cube(fused, wavelengths=output_wavelengths(loaded, lr), band_names=lr.band_names, geo=geo,

@@ -38,7 +38,7 @@ import numpy as np
 from csakd.data import Cube, read_cube, write_cube
 from csakd.data.writers import SUPPORTED_WRITE_SUFFIXES
 from csakd.errors import CheckpointError, InputError
-from csakd.inference.checks import ClipCounter, check_pair_response
+from csakd.inference.checks import check_pair_response, clip_and_report
 from csakd.inference.geo import apply_nodata, check_footprint, output_geo, output_nodata, prepare_nodata
 from csakd.io_utils import check_outputs, check_result, check_writable
 from csakd.normalization import Normalization, check_values
@@ -351,12 +351,7 @@ def fuse_files_onnx(
                                       normalization=fuser.normalization, what=f"the ONNX model {fuser.path.name}")
     fused = fuser.fuse(lr.data, msi.data)
     check_result(fused, "the fused image", target=out, cause=lambda: _onnx_cause(fuser.path))
-    clipped = ClipCounter()
-    if clip:
-        fused = clipped(fused)
-        clipped.log()
-    if report is not None:
-        report.update({"spectral_consistency": consistency, "clip": clipped.summary() if clip else None})
+    fused = clip_and_report(fused, clip=clip, consistency=consistency, report=report)
     geo = output_geo(msi.geo, masks)
     apply_nodata(fused, masks.hr_window(slice(0, msi.height), slice(0, msi.width)), output_nodata(geo))
     wavelengths = lr.wavelengths if lr.wavelengths is not None else fuser.wavelengths
