@@ -103,3 +103,28 @@ def test_bad_inputs() -> None:
         SimulatedPairs([np.zeros((6, 32, 32), np.float32)], deg, crop=10)
     with pytest.raises(InputError, match="smaller than the crop"):
         SimulatedPairs([np.zeros((6, 32, 32), np.float32)], deg, crop=64)
+
+
+def test_spectral_augmentation_keeps_the_pair_consistent_and_scales_each_band() -> None:
+    """With spectral augmentation the HR-HSI shown is the cube's crop times one positive factor per band (the
+    same at every pixel), and the LR-HSI and HR-MSI are still its simulation."""
+    deg = make_degradation()
+    cube = torch.rand(6, 40, 40) + 0.1
+    plain = SimulatedPairs([cube.numpy()], deg, crop=40, samples_per_epoch=6, seed=2)
+    jittered = SimulatedPairs([cube.numpy()], deg, crop=40, samples_per_epoch=6, spectral=0.5, seed=2)
+    factors = []
+    for i in range(len(jittered)):
+        item, ref = jittered[i], plain[i]
+        ratio = item["hr_hsi"] / ref["hr_hsi"]  # the same crop: no flips, and the crop is the whole cube
+        per_band = ratio.flatten(1).mean(1)
+        torch.testing.assert_close(ratio, per_band[:, None, None].expand_as(ratio), atol=1e-5, rtol=1e-5)
+        assert (per_band > 0).all()
+        factors.append(per_band)
+        lr_interior = deg.degrade_spatial(item["hr_hsi"])[:, 2:-2, 2:-2]
+        torch.testing.assert_close(item["lr_hsi"][:, 2:-2, 2:-2], lr_interior, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(item["hr_msi"], deg.response.apply(item["hr_hsi"]), atol=1e-5, rtol=1e-5)
+    spread = torch.stack(factors)
+    assert spread.std(0).min() > 0.05, "each sample should get its own brightness and spectral curve"
+    assert (spread.max(1).values / spread.min(1).values).max() > 1.05, "the curve should differ between bands"
+    with pytest.raises(InputError, match=r"spectral augmentation 3.0: expected a strength in \[0, 2\]"):
+        SimulatedPairs([cube.numpy()], deg, spectral=3.0)

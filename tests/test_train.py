@@ -257,6 +257,12 @@ def test_an_unknown_selection_metric_is_refused() -> None:
         TrainConfig(select="ssim").validate()  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("strength", [-0.1, 2.5, float("nan")])
+def test_a_spectral_augmentation_out_of_range_is_refused(strength: float) -> None:
+    with pytest.raises(InputError, match=r"--spectral-augment .*: expected a strength in \[0, 2\] \(0: none\)"):
+        TrainConfig(spectral_augment=strength).validate()
+
+
 def test_the_summary_says_what_training_gained_over_the_base(tmp_path) -> None:
     from csakd.cli import training_report
 

@@ -697,7 +697,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--warmup", type=float, help="learning-rate warm-up, as a fraction of the run (default 0.05)")
     t.add_argument("--batch-size", type=int,
                    help="the global batch (default 8); under torchrun it is split evenly over the processes")
-    t.add_argument("--crop", type=int, help="HR training crop (default: 64 on a CPU, 128 on a GPU; paper 128)")
+    t.add_argument("--crop", type=int, help="HR training crop (default: 48 on a CPU, 128 on a GPU; paper 128)")
+    t.add_argument("--spectral-augment", type=float, metavar="A",
+                   help="strength of the spectral augmentation of simulated pairs: each crop's cube times a random "
+                        "brightness exp(U[-A, A]) and a smooth random spectral curve, before it is degraded "
+                        "(default 0: none; paper 0)")
     t.add_argument("--lr-teacher", type=float,
                    help="the teacher's AdamW learning rate (default: the recipe's, 5e-4; paper "
                         "1e-4)")

@@ -51,6 +51,17 @@ def _aligned_offset(limit: int, scale: int, g: torch.Generator) -> int:
     return int(torch.randint(0, steps + 1, (1,), generator=g)) * scale
 
 
+def spectral_multiplier(bands: int, strength: float, g: torch.Generator) -> torch.Tensor:
+    """A random positive per-band multiplier (``bands``,): a brightness times a smooth spectral curve (see
+    :class:`SimulatedPairs`' ``spectral``)."""
+    u = (torch.rand((), generator=g) * 2 - 1) * strength
+    r = torch.randn(3, generator=g)
+    t = torch.linspace(0, 1, bands)
+    k = torch.arange(1, 4, dtype=torch.float32)
+    curve = (r[:, None] * torch.cos(math.pi * k[:, None] * t[None]) / k[:, None]).sum(0)
+    return torch.exp(u + 0.5 * strength * curve)
+
+
 class SimulatedPairs(Dataset[Sample]):
     """Pairs simulated on the fly from HR-HSI cubes (each (C, H, W), values in [0, 1]).
 
@@ -62,6 +73,12 @@ class SimulatedPairs(Dataset[Sample]):
         augment: random flips and 90-degree rotations (rotations only for square crops).
         samples_per_epoch: how many crops make an epoch (default: one per cube).
         max_shift: for mixed alignment, each sample's LR-HSI is shifted by a random 0..max_shift LR pixels.
+        spectral: the strength ``a`` of the spectral augmentation (0: none): each crop's cube is multiplied,
+            before it is degraded, by a random brightness ``exp(u)`` (``u`` uniform in [-a, a]) and a random smooth
+            spectral curve ``exp(a/2 * sum_k r_k cos(pi k t) / k)`` over the band position ``t`` in [0, 1]
+            (``k`` = 1..3, ``r_k`` standard normal): a new illuminant and exposure, so that a few training scenes
+            show more spectra and levels. The LR-HSI and HR-MSI are simulated from the multiplied cube, so the
+            pair stays consistent with the degradation.
         seed: the data seed.
     """
 
@@ -74,6 +91,7 @@ class SimulatedPairs(Dataset[Sample]):
         augment: bool = False,
         samples_per_epoch: int | None = None,
         max_shift: int = 0,
+        spectral: float = 0.0,
         seed: int = 0,
     ) -> None:
         if not cubes:
@@ -103,6 +121,9 @@ class SimulatedPairs(Dataset[Sample]):
         self.crop = crop
         self.augment = augment
         self.max_shift = max_shift
+        if not (math.isfinite(spectral) and 0 <= spectral <= 2):
+            raise InputError(f"spectral augmentation {spectral}: expected a strength in [0, 2] (0: none)")
+        self.spectral = float(spectral)
         self.seed = seed
         self.epoch = 0
         self.samples_per_epoch = samples_per_epoch or len(self.cubes)
@@ -130,6 +151,8 @@ class SimulatedPairs(Dataset[Sample]):
             code = int(torch.randint(0, 8 if ch == cw else 1, (1,), generator=g))
             code = code if ch == cw else int(torch.randint(0, 2, (1,), generator=g)) * 4
             window = augment_views(window, code)
+        if self.spectral:
+            window = window * spectral_multiplier(self.bands, self.spectral, g)[:, None, None]
         k = int(torch.randint(0, self.max_shift + 1, (1,), generator=g)) if self.max_shift else 0
         return self._degrade(window, k)
 

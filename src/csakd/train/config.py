@@ -42,6 +42,9 @@ class TrainConfig:
             forward pass (teacher and student separately); power per image or per batch (``noise_per_image``).
         mixed_alignment: train on a random mix of aligned LR-HSIs and ones shifted by up to
             ``max_shift`` LR pixels.
+        spectral_augment: the strength of the spectral augmentation of simulated pairs (each crop's cube
+            times a random brightness and a smooth random spectral curve before it is degraded; see
+            :class:`~csakd.data.pairs.SimulatedPairs`); 0: none.
         val_every: validate every this many epochs (runs planned by epochs).
         select: the validation metric that picks the kept checkpoints: ``psnr`` (highest), ``sam`` or ``ergas``
             (lowest; ``sam`` is the paper's rule).
@@ -73,6 +76,7 @@ class TrainConfig:
     mixed_alignment: bool = False
     max_shift: int = 3
     augment: bool = True
+    spectral_augment: float = 0.0
     val_every: int = 1
     select: Literal["psnr", "sam", "ergas"] = "psnr"
     keep_last: bool = False
@@ -112,6 +116,8 @@ class TrainConfig:
             raise InputError(f"training SNR must be a finite number of dB, got {self.train_snr_db}")
         if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
             raise InputError(f"grad_clip={self.grad_clip}: expected a finite positive gradient norm")
+        if not (math.isfinite(self.spectral_augment) and 0 <= self.spectral_augment <= 2):
+            raise InputError(f"--spectral-augment {self.spectral_augment}: expected a strength in [0, 2] (0: none)")
         if self.max_shift < 0:
             raise InputError(f"max_shift={self.max_shift}: expected 0 or more LR pixels")
         if self.max_minutes is not None and not (math.isfinite(self.max_minutes) and self.max_minutes > 0):

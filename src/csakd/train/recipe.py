@@ -34,6 +34,7 @@ TRAIN_OPTIONS = {  # option name -> TrainConfig field, for options a recipe or t
     "seed": "seed", "deterministic": "deterministic", "device": "device",
     "teacher_checkpoint": "teacher_checkpoint", "select": "select", "keep_last": "keep_last",
     "val_count": "val_count", "warmup": "warmup", "pixel_loss": "pixel_loss",
+    "spectral_augment": "spectral_augment",
 }
 
 #: What a CPU run trains when the user names no networks or crop: ``lite`` students and a ``lite-teacher``
@@ -192,7 +193,8 @@ def build_run(options: Any) -> BuiltRun:
                              f"than the crop {cfg.crop}; expected a crop of at most {smallest - smallest % scale}")
         max_shift = cfg.max_shift if cfg.mixed_alignment else 0
         train_set = SimulatedPairs([c.data for c in train_cubes], deg, crop=cfg.crop, augment=cfg.augment,
-                                   samples_per_epoch=cfg.samples_per_epoch, max_shift=max_shift, seed=cfg.seed)
+                                   samples_per_epoch=cfg.samples_per_epoch, max_shift=max_shift,
+                                   spectral=cfg.spectral_augment, seed=cfg.seed)
         val_set = SimulatedPairs([c.data for c in val_cubes], deg) if val_cubes else None
         bands, msi_bands = train_cubes[0].data.shape[0], deg.response.matrix.shape[0]
         wl = train_cubes[0].wavelengths
