@@ -25,7 +25,7 @@ from typing import Any
 
 from common import SHARED_DATA, environment, plot_validation_gains, write_record
 
-from csakd.train.data import list_cube_files
+from csakd.data.hr_cubes import list_cube_files
 
 METHODS = ("bicubic", "gsa", "base", "teacher", "student")
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from common import SHARED_DATA, environment
 
 from csakd.cli import main as csakd_main
-from csakd.train.data import list_cube_files, split_files
+from csakd.data.hr_cubes import list_cube_files, split_files
 
 WIDTHS = {
     # the paper's networks

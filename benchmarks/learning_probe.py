@@ -25,13 +25,13 @@ import torch
 import torch.nn.functional as F
 from common import SHARED_DATA, environment
 
+from csakd.data.hr_cubes import build_degradation, list_cube_files, load_hr_cubes
 from csakd.data.pairs import SimulatedPairs
 from csakd.degradation import DegradationConfig
 from csakd.losses import sam_loss
 from csakd.metrics import compute_metrics, summarize
 from csakd.models import DTSNet, preset_config
 from csakd.normalization import from_network, to_network
-from csakd.train.data import build_degradation, list_cube_files, load_hr_cubes
 
 p = argparse.ArgumentParser()
 p.add_argument("--minutes", type=float, default=4)

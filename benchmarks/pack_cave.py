@@ -19,7 +19,7 @@ import numpy as np
 from common import SHARED_DATA
 
 from csakd.data import read_cube
-from csakd.train.data import center_crop, list_cube_files
+from csakd.data.hr_cubes import center_crop, list_cube_files
 
 
 def pack(cave: Path, out: Path, crop: int) -> list[Path]:

@@ -192,7 +192,7 @@ def test_tiled_memory_records_the_peak_of_a_real_fusion(tmp_path) -> None:
 
 
 def test_pack_cave_gives_the_same_training_cubes_in_a_third_of_the_bytes(tmp_path) -> None:
-    from csakd.train.data import list_cube_files, load_hr_cubes
+    from csakd.data.hr_cubes import list_cube_files, load_hr_cubes
     from tests.conftest import shared_path
 
     cave = shared_path("data", "cave")

@@ -11,7 +11,7 @@ import json
 import numpy as np
 
 from csakd.cli import main
-from csakd.train.data import list_cube_files, load_hr_cubes
+from csakd.data.hr_cubes import list_cube_files, load_hr_cubes
 from tests.conftest import shared_path
 
 SCENES = ("balloons_ms", "beads_ms", "cd_ms")

@@ -17,6 +17,7 @@ import torch
 from csakd.checkpoint import load_checkpoint
 from csakd.cli import main
 from csakd.data import Cube, read_cube, write_cube
+from csakd.data.hr_cubes import center_crop
 from csakd.degradation import Degradation, DegradationConfig, upsample_in_phase
 from csakd.inference.fit_scene import (
     FitOptions,
@@ -26,7 +27,6 @@ from csakd.inference.fit_scene import (
     spectral_consistency,
 )
 from csakd.metrics import cc
-from csakd.train.data import center_crop
 from tests.conftest import shared_path
 
 SIGMA, PHASE, SCALE = 1.5, 1, 4

@@ -23,7 +23,7 @@ _LAZY = {
     "read_cube": "csakd.data",
     "write_cube": "csakd.data",
     "Cube": "csakd.data",
-    "simulate_pair": "csakd.train.data",
+    "simulate_pair": "csakd.data.hr_cubes",
     "Degradation": "csakd.degradation",
     "DegradationConfig": "csakd.degradation",
 }

@@ -158,9 +158,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     import torch
 
     from csakd.data import Cube, read_cube, write_cube
+    from csakd.data.hr_cubes import center_crop
     from csakd.degradation import Degradation
     from csakd.io_utils import check_writable
-    from csakd.train.data import center_crop
 
     _check_io(args, {"--out-lr": args.out_lr, "--out-msi": args.out_msi, "--json": args.json},
               {"--hr-hsi": args.hr_hsi, "--srf": args.srf, "--psf": args.psf, "--wavelengths": args.wavelengths})
@@ -304,10 +304,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from csakd.checkpoint import check_compatible, load_checkpoint
     from csakd.data import AvirisReferenceDataset
+    from csakd.data.hr_cubes import list_cube_files, load_hr_cubes, simulate_pair
     from csakd.degradation import Degradation, DegradationConfig, SpectralResponse
     from csakd.devices import resolve_device
     from csakd.evaluate import EvalPair, bicubic_method, evaluate, format_table, model_method
-    from csakd.train.data import list_cube_files, load_hr_cubes, simulate_pair
 
     specs = args.checkpoint or []
     _check_io(args, {"--out": args.out, "--json": args.json},
@@ -361,7 +361,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                               normalize=args.normalize, wavelengths=_wavelengths(args), variable=args.variable,
                               layout=args.layout)
         if response is None:
-            from csakd.train.data import build_degradation
+            from csakd.data.hr_cubes import build_degradation
 
             degradation = build_degradation(config, cubes)
         else:

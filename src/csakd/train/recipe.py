@@ -122,9 +122,9 @@ def build_run(options: Any) -> BuiltRun:
             smallest cube, an unknown preset, ...
     """
     from csakd.data import AvirisReferenceDataset
+    from csakd.data.hr_cubes import build_degradation, list_cube_files, load_hr_cubes, split_files
     from csakd.data.pairs import PairedCrops, SimulatedPairs
     from csakd.models import preset_config
-    from csakd.train.data import build_degradation, list_cube_files, load_hr_cubes, split_files
 
     cfg = train_config(options)
     notes: list[str] = []
@@ -230,7 +230,7 @@ def _centre(cube: Any, size: int, scale: int, normalize: str) -> Any:
     (``--normalize max``: by the crop's own maximum, as ``csakd eval --center-crop`` scores it)."""
     import numpy as np
 
-    from csakd.train.data import center_crop
+    from csakd.data.hr_cubes import center_crop
 
     if min(cube.data.shape[-2:]) <= size:
         return cube
