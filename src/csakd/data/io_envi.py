@@ -37,6 +37,7 @@ __all__ = [
     "parse_envi_header",
     "read_envi",
     "write_envi",
+    "write_envi_header",
 ]
 
 logger = logging.getLogger(__name__)
@@ -338,11 +339,17 @@ def format_envi_header(cube: Cube, description: str = "written by csakd") -> str
     return "\n".join(lines) + "\n"
 
 
-def write_envi(header_path: Path, data_path: Path, header_tmp: Path, data_tmp: Path, cube: Cube) -> None:
-    """Write the header text and the float32 bsq data to the given (temporary) paths."""
+def write_envi_header(header_path: Path, header_tmp: Path, cube: Cube) -> None:
+    """Write ``cube``'s header text (:func:`format_envi_header`) to the (temporary) path ``header_tmp`` of
+    ``header_path``, warning that map information is not kept when ``cube`` is georeferenced."""
     if cube.geo is not None and cube.geo.is_georeferenced:
         logger.warning(
             "%s: the ENVI writer keeps no map information; write .tif to keep crs/transform", header_path
         )
     header_tmp.write_text(format_envi_header(cube), encoding="ascii", errors="replace")
+
+
+def write_envi(header_path: Path, data_path: Path, header_tmp: Path, data_tmp: Path, cube: Cube) -> None:
+    """Write the header text and the float32 bsq data to the given (temporary) paths."""
+    write_envi_header(header_path, header_tmp, cube)
     np.ascontiguousarray(cube.data, dtype="<f4").tofile(data_tmp)

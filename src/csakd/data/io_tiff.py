@@ -44,7 +44,8 @@ from csakd.data.cube import Cube, GeoInfo, check_allocation, wavelengths_to_nm
 from csakd.data.io_common import check_numeric_dtype, to_chw
 from csakd.errors import InputError
 
-__all__ = ["import_rasterio", "read_tiff", "write_tiff_rasterio", "write_tiff_tifffile"]
+__all__ = ["import_rasterio", "open_rasterio_writer", "rasterio_profile", "read_tiff", "tifffile_extratags",
+           "write_tiff_rasterio", "write_tiff_tifffile"]
 
 logger = logging.getLogger(__name__)
 
@@ -338,15 +339,14 @@ def _band_items(cube: Cube, i: int) -> dict[str, str]:
     return {"wavelength": repr(float(cube.wavelengths[i])), "wavelength_units": "nm"}
 
 
-def write_tiff_rasterio(rio: ModuleType, tmp: Path, cube: Cube) -> None:
-    """Write a float32 band-interleaved GeoTIFF with rasterio: crs/transform/nodata from ``cube.geo``,
-    band descriptions from the band names, wavelengths as band items.
+def rasterio_profile(rio: ModuleType, cube: Cube) -> dict[str, Any]:
+    """The rasterio ``open(..., "w")`` profile of a float32 band-interleaved GeoTIFF of ``cube``'s shape: crs,
+    transform and nodata from ``cube.geo``.
 
     Raises:
         InputError: if ``cube.geo.crs`` is not a CRS rasterio understands.
     """
     from affine import Affine
-    from rasterio.errors import NotGeoreferencedWarning
 
     profile: dict[str, Any] = {
         "driver": "GTiff",
@@ -368,27 +368,49 @@ def write_tiff_rasterio(rio: ModuleType, tmp: Path, cube: Cube) -> None:
         profile["transform"] = Affine(*cube.geo.transform)
         if cube.geo.nodata is not None:
             profile["nodata"] = cube.geo.nodata
+    return profile
+
+
+def open_rasterio_writer(rio: ModuleType, tmp: Path, cube: Cube, **options: Any) -> Any:
+    """An open rasterio dataset for writing ``cube`` (:func:`rasterio_profile` updated with ``options``) into
+    ``tmp``, its band descriptions (the band names) and band items (the wavelengths) already set. The caller
+    writes the data and closes it (within :func:`gdal_env`)."""
+    from rasterio.errors import NotGeoreferencedWarning
+
+    profile = rasterio_profile(rio, cube) | options
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with gdal_env(rio), rio.open(str(tmp), "w", **profile) as dst:
+        dst = rio.open(str(tmp), "w", **profile)
+    for i in range(cube.bands):
+        if cube.band_names is not None:
+            dst.set_band_description(i + 1, cube.band_names[i])
+        items = _band_items(cube, i)
+        if items:
+            dst.update_tags(i + 1, **items)
+    return dst
+
+
+def write_tiff_rasterio(rio: ModuleType, tmp: Path, cube: Cube) -> None:
+    """Write a float32 band-interleaved GeoTIFF with rasterio: crs/transform/nodata from ``cube.geo``,
+    band descriptions from the band names, wavelengths as band items.
+
+    Raises:
+        InputError: if ``cube.geo.crs`` is not a CRS rasterio understands.
+    """
+    from rasterio.errors import NotGeoreferencedWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with gdal_env(rio), open_rasterio_writer(rio, tmp, cube) as dst:
             dst.write(np.ascontiguousarray(cube.data, dtype=np.float32))
-            for i in range(cube.bands):
-                if cube.band_names is not None:
-                    dst.set_band_description(i + 1, cube.band_names[i])
-                items = _band_items(cube, i)
-                if items:
-                    dst.update_tags(i + 1, **items)
 
 
-def write_tiff_tifffile(tmp: Path, cube: Cube) -> None:
-    """Write a float32 single-page planar-separate TIFF with tifffile; wavelengths, names and nodata go in
-    the GDAL_METADATA / GDAL_NODATA tags, so GDAL and this reader see the same convention.
+def tifffile_extratags(cube: Cube) -> list[tuple[int, str, int, str, bool]]:
+    """The GDAL_METADATA (wavelengths, band names) and GDAL_NODATA tags of a tifffile-written TIFF of ``cube``.
 
     Raises:
         InputError: if the cube is georeferenced (crs or transform), which needs rasterio.
     """
-    import tifffile
-
     if cube.geo is not None and cube.geo.is_georeferenced:
         raise InputError(
             "writing a georeferenced GeoTIFF (crs/transform) needs rasterio: pip install 'csakd[geo]'"
@@ -409,6 +431,19 @@ def write_tiff_tifffile(tmp: Path, cube: Cube) -> None:
         )
     if cube.geo is not None and cube.geo.nodata is not None:
         extratags.append((_GDAL_NODATA_TAG, "s", 0, repr(cube.geo.nodata), True))
+    return extratags
+
+
+def write_tiff_tifffile(tmp: Path, cube: Cube) -> None:
+    """Write a float32 single-page planar-separate TIFF with tifffile; wavelengths, names and nodata go in
+    the GDAL_METADATA / GDAL_NODATA tags, so GDAL and this reader see the same convention.
+
+    Raises:
+        InputError: if the cube is georeferenced (crs or transform), which needs rasterio.
+    """
+    import tifffile
+
+    extratags = tifffile_extratags(cube)
     data = np.ascontiguousarray(cube.data, dtype=np.float32)
     tifffile.imwrite(
         str(tmp),
