@@ -1,5 +1,7 @@
 """Using trained models on whole images: fusion of files and arrays, export, runtimes.
 
+Tiled fusion (:mod:`.tiled`) is planned by :mod:`.tiling` and run by :mod:`.passes`.
+
 The names are imported on first use, so that csakd.inference.onnx_runtime (no PyTorch) imports without torch.
 """
 
@@ -9,15 +11,22 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from csakd.data.cube_writer import CubeWriter
     from csakd.inference.fuse import fuse_arrays, fuse_files
-    from csakd.inference.tiled import CubeWriter, fuse_files_tiled, fuse_tiled, fuse_tiled_arrays, receptive_field
+    from csakd.inference.tiled import fuse_files_tiled, fuse_tiled, fuse_tiled_arrays
+    from csakd.inference.tiling import receptive_field
 
 __all__ = ["CubeWriter", "fuse_arrays", "fuse_files", "fuse_files_tiled", "fuse_tiled", "fuse_tiled_arrays",
            "receptive_field"]
 
-_LAZY = {"fuse_arrays": "csakd.inference.fuse", "fuse_files": "csakd.inference.fuse"} | {
-    name: "csakd.inference.tiled"
-    for name in ("CubeWriter", "fuse_files_tiled", "fuse_tiled", "fuse_tiled_arrays", "receptive_field")
+_LAZY = {
+    "CubeWriter": "csakd.data.cube_writer",
+    "fuse_arrays": "csakd.inference.fuse",
+    "fuse_files": "csakd.inference.fuse",
+    "fuse_files_tiled": "csakd.inference.tiled",
+    "fuse_tiled": "csakd.inference.tiled",
+    "fuse_tiled_arrays": "csakd.inference.tiled",
+    "receptive_field": "csakd.inference.tiling",
 }
 
 

@@ -1,49 +1,15 @@
 """Tiled, streaming fusion of whole scenes: bounded memory, the same result as one whole-image pass.
 
-**Tiles.** The HR image is split along each axis into cores: contiguous runs of LR pixels (``tile / scale``
-at most, the sizes balanced), so that every core starts and ends on an LR pixel. The cores partition the
-image. Each core is run inside a window that extends it by ``overlap`` HR pixels on each side; windows all
-have the same size (``max core + 2 overlap``, or the image side when that is smaller): a window at the
-image border is shifted inwards rather than clipped, so it still has ``overlap`` pixels of context on each
-interior side and tiles can be batched.
-
-**Exactness.** :func:`receptive_field` is the overlap (HR pixels, a multiple of the scale) beyond which the
-window's border no longer reaches the core: with ``overlap >= receptive_field(config)`` every core pixel
-is exactly what one pass over the whole image gives (up to float rounding). Every convolution pads with
-zeros, and zero padding at an image border is the same in a window that touches that border, so windows
-need context only on their interior sides.
-
-**Global attention (two passes).** The ``cross_attention`` and ``csa`` fusions reduce over every pixel of
-the image (:class:`~csakd.models.fusion.ChannelCrossAttention`). Pass 1 runs only the HSI and MSI
-streams (the inputs of Q and K) on each window and adds, over the window's core only, the per-head sums
-``Q K^T`` and, for the ``normalized`` form, the squared norms of the Q and K channels
-(:meth:`~csakd.models.dts.DTSNet.fusion_statistics`); its overlap is ``min(overlap,
-statistics_receptive_field(config))``. The scene's attention matrix is computed once from these sums
-(:meth:`~csakd.models.dts.DTSNet.attention_from_statistics`, in float64) and pass 2 runs every window
-with it. Fusions without attention (``none``, ``sigmoid``, ``concat_gating``) need pass 2 only.
-
-**Trading overlap for speed (blending).** With a smaller overlap the cores are approximate, the error
-largest next to a core boundary, where the two neighbouring windows' errors differ: a seam. To soften it,
-each interior boundary gets a ramp of ``overlap / 2`` HR pixels (``overlap / 4`` each side) over which the
-two windows' outputs are blended with weights ``1 - r(t)`` and ``r(t)`` (``cosine``, the default:
-``r(t) = (1 - cos(pi t)) / 2``; ``linear``: ``r(t) = t``; ``t`` in (0, 1) across the ramp); at a corner the
-four windows' weights are products, which also sum to 1. A window's output is thus used no closer than
-``3 overlap / 4`` to its border. (Measured on CAVE crops with tiny random networks at overlaps of 8 and 16
-below a receptive field of 128: the cosine ramp halves the error step at core boundaries and keeps the RMS
-error at or below the hard cut's; a ramp over the whole overlap raised the RMS error 2-3x, as it uses
-outputs close to window borders, where errors grow fast.) With ``overlap >= receptive_field`` or
-``blend="none"`` there are no ramps: each core is written as it is. Below
-:func:`statistics_receptive_field` pass 1's sums are approximate too, so the scene's attention matrix
-changes slightly, and with it every pixel (a global error without seams).
-
-A window that would span a whole image axis makes that axis one core (the same work, done once); when that
-holds for both axes, the fusion is one whole-image pass.
+The tiles and the overlap that makes them exact are planned in :mod:`csakd.inference.tiling`; the passes
+over them (the scene-wide attention of pass 1, the windows of pass 2) and the blending of neighbouring windows
+are in :mod:`csakd.inference.passes`. When one window would cover the whole image, the fusion is one
+whole-image pass.
 
 **Streaming.** The output goes through ``writer(rows, cols, block)``: rows and columns are HR slices,
 ``block`` a ``(C, rows, cols)`` float32 array; every pixel is written exactly once. Only ramp regions wait
 for their second window (a strip of ``overlap`` pixels along the shorter image side); nothing else is
-held, and without a writer the result is assembled into one array. :class:`CubeWriter` writes such blocks
-into a GeoTIFF (rasterio windows), ENVI or ``.npy`` file (positioned writes), atomically.
+held, and without a writer the result is assembled into one array. :class:`~csakd.data.cube_writer.CubeWriter`
+writes such blocks into a GeoTIFF (rasterio windows), ENVI or ``.npy`` file (positioned writes), atomically.
 
 Example:
     >>> model = create_model("student", bands=31, msi_bands=3).eval()  # doctest: +SKIP
@@ -55,10 +21,8 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -66,8 +30,17 @@ import torch
 from csakd.checkpoint import LoadedModel
 from csakd.data.cube_writer import CubeWriter
 from csakd.errors import InputError
-from csakd.models.config import ModelConfig
-from csakd.models.detail import detail_reach
+from csakd.inference.passes import Writer, fuse_windows, scene_attention
+from csakd.inference.tiling import (
+    BLENDS,
+    AxisPlan,
+    BlendKind,
+    TilePlan,
+    check_tiling,
+    plan_tiles,
+    receptive_field,
+    statistics_receptive_field,
+)
 from csakd.models.dts import DTSNet
 
 __all__ = [
@@ -87,311 +60,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-BlendKind = Literal["linear", "cosine", "none"]
-BLENDS: tuple[str, ...] = ("cosine", "linear", "none")
-Writer = Callable[[slice, slice, np.ndarray], None]
-"""``writer(rows, cols, block)``: HR row and column slices and the ``(C, rows, cols)`` float32 block."""
-
-_CONVS_PER_CLRA = 15  # three CLRBs of five 3x3 convolutions
-
-
-def _round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple
-
-
-def receptive_field(config: ModelConfig) -> int:
-    """The tile overlap, in HR pixels, that makes tiled cores exact: a bound on the network's reach.
-
-    For tiles on LR pixel boundaries, an output pixel depends only on inputs (and zero padding at the image
-    border) within this many HR pixels of it. Per path, with ``s`` the scale, ``n`` a stream's CLRA blocks
-    (15 3x3 convolutions each, after the stream's first convolution) and the head's two 3x3 convolutions:
-
-    - HSI stream: ``s (1 + 15 n_hsi)`` (LR convolutions; nearest upsampling stays in the LR pixel);
-    - MSI stream: ``1 + 15 n_msi``;
-    - joint LR stream: ``s (1 + 15 n_lr + e)``: ``e = 1`` at ``s = 2``, where the bicubic downsampling of
-      the HR-MSI reads HR pixels of the neighbouring LR cells, else 0 (odd scales sample the cell's centre
-      pixel exactly, even scales from 4 up read four pixels inside the cell);
-    - joint HR stream: ``s + 1 + 15 n_hr`` (bilinear upsampling reads the neighbouring LR pixel; ``n_hr = 0``
-      when the joint-HR blocks are not applied);
-    - then ``+ 2`` for the head; the bicubic residual reads two LR pixels each way (``2 s``), the
-      ``regression`` residual its local windows and the MSI's blur
-      (:func:`csakd.models.detail.detail_reach`).
-
-    The result is the largest of these, rounded up to a multiple of ``s``. The student preset (blocks 1, 4,
-    4, 1 at x4) gives 248; the teacher (6, 6, 4, 4), 368.
-    """
-    s = config.scale
-    n_hr, n_lr, n_hsi, n_msi = config.blocks
-    hsi = s * (1 + _CONVS_PER_CLRA * n_hsi)
-    msi = 1 + _CONVS_PER_CLRA * n_msi
-    joint_lr = s * (1 + _CONVS_PER_CLRA * n_lr + (1 if s == 2 else 0))
-    joint_hr = s + 1 + _CONVS_PER_CLRA * (n_hr if config.apply_joint_hr_blocks else 0)
-    reach = max(hsi, msi, joint_lr, joint_hr) + 2
-    if config.residual == "bicubic":
-        reach = max(reach, 2 * s)
-    if config.residual == "regression":
-        reach = max(reach, detail_reach(s, config.blur_size, config.detail_radius))
-    return _round_up(reach, s)
-
-
-def statistics_receptive_field(config: ModelConfig) -> int:
-    """The overlap (HR pixels, a multiple of the scale) that makes pass 1's attention sums exact.
-
-    Q and K read only the HSI stream (``s (1 + 15 n_hsi)``) and the MSI stream (``1 + 15 n_msi``).
-    """
-    s = config.scale
-    _, _, n_hsi, n_msi = config.blocks
-    return _round_up(max(s * (1 + _CONVS_PER_CLRA * n_hsi), 1 + _CONVS_PER_CLRA * n_msi), s)
-
-
-# --------------------------------------------------------------------------------------------- planning
-
-
-@dataclass(frozen=True)
-class AxisPlan:
-    """How one image axis of ``size`` HR pixels is tiled.
-
-    Attributes:
-        size: HR pixels along the axis.
-        bounds: core boundaries ``0 = b_0 < b_1 < ... < b_n = size`` (multiples of the scale); core ``k`` is
-            ``[b_k, b_k+1)``.
-        window: the window length (the same for every core).
-        starts: window ``k`` is ``[starts[k], starts[k] + window)``; it holds ``[b_k - overlap, b_k+1 +
-            overlap)`` clipped to the image.
-        ramp: half-width of the blending ramp around each interior boundary (0: cores are written as they are).
-    """
-
-    size: int
-    bounds: tuple[int, ...]
-    window: int
-    starts: tuple[int, ...]
-    ramp: int
-
-    @property
-    def count(self) -> int:
-        """The number of cores (and windows) along the axis."""
-        return len(self.starts)
-
-    def pieces(self, blend: BlendKind) -> list[tuple[int, int, dict[int, np.ndarray]]]:
-        """Segments of the axis with the weight of each contributing window: ``(start, stop, {k: w})``.
-
-        The weights of a segment sum to 1 at every pixel; interior segments have one window of weight 1.
-        """
-        out: list[tuple[int, int, dict[int, np.ndarray]]] = []
-        m = self.ramp
-        n = self.count
-        for k in range(n):
-            lo = self.bounds[k] + (m if k > 0 else 0)
-            hi = self.bounds[k + 1] - (m if k < n - 1 else 0)
-            if hi > lo:
-                out.append((lo, hi, {k: np.ones(hi - lo, dtype=np.float32)}))
-            if k < n - 1 and m > 0:
-                b = self.bounds[k + 1]
-                t = (np.arange(2 * m, dtype=np.float64) + 0.5) / (2 * m)
-                rise = t if blend == "linear" else 0.5 - 0.5 * np.cos(np.pi * t)
-                out.append((b - m, b + m, {k: (1.0 - rise).astype(np.float32), k + 1: rise.astype(np.float32)}))
-        return out
-
-
-@dataclass(frozen=True)
-class TilePlan:
-    """The tiling of an ``H x W`` HR image: one :class:`AxisPlan` per axis, and the overlap used."""
-
-    rows: AxisPlan
-    cols: AxisPlan
-    overlap: int
-
-    @property
-    def count(self) -> int:
-        return self.rows.count * self.cols.count
-
-    def window_slices(self, i: int, j: int, scale: int = 1) -> tuple[slice, slice]:
-        """The window of tile ``(i, j)`` in HR pixels (``scale=1``) or on the LR grid (``scale=s``)."""
-        r0, c0 = self.rows.starts[i], self.cols.starts[j]
-        return (
-            slice(r0 // scale, (r0 + self.rows.window) // scale),
-            slice(c0 // scale, (c0 + self.cols.window) // scale),
-        )
-
-    def core_slices(self, i: int, j: int) -> tuple[slice, slice]:
-        """The core of tile ``(i, j)`` in HR pixels."""
-        return (
-            slice(self.rows.bounds[i], self.rows.bounds[i + 1]),
-            slice(self.cols.bounds[j], self.cols.bounds[j + 1]),
-        )
-
-    def order(self) -> list[tuple[int, int]]:
-        """Tiles in the order they are run: the inner loop along the longer axis, so that the ramp regions
-        waiting for their second window span the shorter side."""
-        if self.cols.size >= self.rows.size:
-            return [(i, j) for i in range(self.rows.count) for j in range(self.cols.count)]
-        return [(i, j) for j in range(self.cols.count) for i in range(self.rows.count)]
-
-
-def _plan_axis(size: int, tile: int, overlap: int, scale: int, ramp: int) -> AxisPlan:
-    n_lr = size // scale
-    tile_lr = max(1, tile // scale)
-    count = -(-n_lr // tile_lr)
-    base, extra = divmod(n_lr, count)
-    lengths = [(base + (1 if k < extra else 0)) * scale for k in range(count)]
-    if max(lengths) + 2 * overlap >= size:  # every window would span the axis: one core does the same work once
-        lengths, count = [size], 1
-    bounds = [0]
-    for length in lengths:
-        bounds.append(bounds[-1] + length)
-    window = min(size, max(lengths) + 2 * overlap)
-    starts = tuple(min(max(bounds[k] - overlap, 0), size - window) for k in range(count))
-    m = min(ramp, min(lengths) // 2) if count > 1 else 0
-    return AxisPlan(size=size, bounds=tuple(bounds), window=window, starts=starts, ramp=m)
-
-
-def plan_tiles(height: int, width: int, *, tile: int, overlap: int, scale: int, ramp: int = 0) -> TilePlan:
-    """Split an ``height x width`` HR image (multiples of ``scale``) into LR-aligned tiles.
-
-    Args:
-        tile: the largest core side, HR pixels (a positive multiple of ``scale``).
-        overlap: context on each interior side of a core, HR pixels (a multiple of ``scale``).
-        scale: the HR / LR grid ratio.
-        ramp: half-width of the blending ramps (capped at half the smallest core).
-    """
-    return TilePlan(
-        rows=_plan_axis(height, tile, overlap, scale, ramp),
-        cols=_plan_axis(width, tile, overlap, scale, ramp),
-        overlap=overlap,
-    )
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def check_tiling(
-    config: ModelConfig,
-    *,
-    tile: int,
-    overlap: int | None = None,
-    batch_tiles: int = 1,
-    blend: str = "cosine",
-) -> int:
-    """Check the tiling settings against a model; return the overlap to use (the receptive field for None).
-
-    Raises:
-        InputError: ``tile`` is not 0 or a positive multiple of the scale, ``overlap`` is negative or not a
-            multiple of the scale, ``batch_tiles`` is not a positive integer, or ``blend`` is unknown.
-    """
-    s = config.scale
-    if not _is_int(tile) or tile < 0:
-        raise InputError(f"tile={tile!r}: expected 0 (one pass) or a positive number of HR pixels")
-    if tile % s:
-        lower, upper = tile - tile % s, tile - tile % s + s
-        hint = f"{lower} or {upper}" if lower > 0 else f"{upper}"
-        raise InputError(
-            f"tile={tile} is not a multiple of the scale {s}: tiles must start and end on LR pixels; "
-            f"use {hint} (or 0 for one pass)"
-        )
-    if overlap is None:
-        overlap = receptive_field(config)
-    elif not _is_int(overlap) or overlap < 0:
-        raise InputError(f"overlap={overlap!r}: expected a non-negative number of HR pixels")
-    elif overlap % s:
-        raise InputError(
-            f"overlap={overlap} is not a multiple of the scale {s}: windows must start on LR pixels; "
-            f"use {overlap - overlap % s} or {overlap - overlap % s + s}"
-        )
-    if not _is_int(batch_tiles) or batch_tiles < 1:
-        raise InputError(f"batch_tiles={batch_tiles!r}: expected a positive integer")
-    if blend not in BLENDS:
-        raise InputError(f"blend={blend!r}: expected one of {', '.join(BLENDS)}")
-    return int(overlap)
-
-
-# ------------------------------------------------------------------------------------------ the passes
-
-
-class _Assembler:
-    """Collects window outputs into written blocks: interior pieces at once, ramp pieces once complete."""
-
-    def __init__(self, plan: TilePlan, blend: BlendKind, writer: Writer) -> None:
-        self.plan = plan
-        self.writer = writer
-        self.row_pieces = plan.rows.pieces(blend)
-        self.col_pieces = plan.cols.pieces(blend)
-        self.pending: dict[tuple[int, int], tuple[np.ndarray, int]] = {}
-        self.pending_peak = 0
-
-    def add(self, i: int, j: int, output: np.ndarray) -> None:
-        """Take window ``(i, j)``'s output, ``(C, window rows, window cols)``."""
-        r_off, c_off = self.plan.rows.starts[i], self.plan.cols.starts[j]
-        for pi, (r0, r1, rw) in enumerate(self.row_pieces):
-            if i not in rw:
-                continue
-            for pj, (c0, c1, cw) in enumerate(self.col_pieces):
-                if j not in cw:
-                    continue
-                part = output[:, r0 - r_off : r1 - r_off, c0 - c_off : c1 - c_off]
-                total = len(rw) * len(cw)
-                if total == 1:
-                    self.writer(slice(r0, r1), slice(c0, c1), np.ascontiguousarray(part))
-                    continue
-                weighted = part * (rw[i][:, None] * cw[j][None, :])
-                key = (pi, pj)
-                if key in self.pending:
-                    acc, done = self.pending[key]
-                    acc += weighted
-                else:
-                    acc, done = weighted, 0
-                done += 1
-                if done == total:
-                    self.pending.pop(key, None)
-                    self.writer(slice(r0, r1), slice(c0, c1), acc)
-                else:
-                    self.pending[key] = (acc, done)
-        held = sum(acc.nbytes for acc, _ in self.pending.values())
-        self.pending_peak = max(self.pending_peak, held)
-
-
-def _batches(items: Sequence[tuple[int, int]], size: int) -> Iterator[list[tuple[int, int]]]:
-    for start in range(0, len(items), size):
-        yield list(items[start : start + size])
-
-
-def _window_batch(
-    plan: TilePlan, tiles: list[tuple[int, int]], lr_hsi: torch.Tensor, hr_msi: torch.Tensor, scale: int,
-    device: torch.device,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    lrs, msis = [], []
-    for i, j in tiles:
-        lr_rows, lr_cols = plan.window_slices(i, j, scale)
-        rows, cols = plan.window_slices(i, j)
-        lrs.append(lr_hsi[0, :, lr_rows, lr_cols])
-        msis.append(hr_msi[0, :, rows, cols])
-    lr = torch.stack(lrs).to(device=device, dtype=torch.float32)
-    msi = torch.stack(msis).to(device=device, dtype=torch.float32)
-    return lr, msi
-
-
-def _scene_attention(
-    model: DTSNet, lr_hsi: torch.Tensor, hr_msi: torch.Tensor, plan: TilePlan, batch_tiles: int,
-    device: torch.device, tick: Callable[[int], None],
-) -> torch.Tensor:
-    """Pass 1: the attention sums over every core, then the scene's (1, heads, d, d) attention (float64)."""
-    s = model.config.scale
-    totals: dict[str, torch.Tensor] = {}
-    for tiles in _batches(plan.order(), batch_tiles):
-        lr, msi = _window_batch(plan, tiles, lr_hsi, hr_msi, s, device)
-        weight = torch.zeros(len(tiles), 1, plan.rows.window, plan.cols.window, device=device)
-        for n, (i, j) in enumerate(tiles):
-            rows, cols = plan.core_slices(i, j)
-            r0, c0 = plan.rows.starts[i], plan.cols.starts[j]
-            weight[n, 0, rows.start - r0 : rows.stop - r0, cols.start - c0 : cols.stop - c0] = 1.0
-        stats = model.fusion_statistics(lr, msi, weight)
-        for key, value in stats.items():
-            part = value.double().sum(dim=0, keepdim=True)
-            totals[key] = totals[key] + part if key in totals else part
-        del stats, lr, msi, weight
-        tick(len(tiles))
-    return model.attention_from_statistics(totals)
-
 
 @torch.no_grad()
 def fuse_tiled(
@@ -408,7 +76,8 @@ def fuse_tiled(
 ) -> np.ndarray | None:
     """Fuse one scene tile by tile, on the network's scale (inputs and output in [-1, 1]).
 
-    See the module docstring for the tiling, the two passes of the attention fusions and the blending.
+    See :mod:`csakd.inference.tiling` for the tiling and :mod:`csakd.inference.passes` for the two passes of
+    the attention fusions and the blending.
 
     Args:
         model: the network (its device is used; the inputs may stay on the CPU).
@@ -491,21 +160,10 @@ def fuse_tiled(
         attention: torch.Tensor | None = None
         if stats_plan is not None:
             bar.set_description("fusing (pass 1: attention)")
-            attention = _scene_attention(model, lr_hsi, hr_msi, stats_plan, batch_tiles, device, bar.update)
+            attention = scene_attention(model, lr_hsi, hr_msi, stats_plan, batch_tiles, device, bar.update)
             bar.set_description("fusing (pass 2)")
-        assembler = _Assembler(plan, blend, sink)
-        for tiles in _batches(plan.order(), batch_tiles):
-            lr, msi = _window_batch(plan, tiles, lr_hsi, hr_msi, cfg.scale, device)
-            out = model(lr, msi)[0] if attention is None else model(lr, msi, attention=attention)[0]
-            block = out.float().cpu().numpy()
-            for n, (i, j) in enumerate(tiles):
-                assembler.add(i, j, block[n])
-            # not held through the next batch's forward pass (one 768x768 window of 172 bands: 387 MB)
-            del out, block, lr, msi
-            bar.update(len(tiles))
-    if assembler.pending:  # pragma: no cover - a planning bug, not a user error
-        raise RuntimeError(f"tiled fusion left {len(assembler.pending)} blended regions unwritten")
-    log.debug("tiled fusion held at most %d bytes of blended regions", assembler.pending_peak)
+        fuse_windows(model, lr_hsi, hr_msi, plan, batch_tiles=batch_tiles, blend=blend, writer=sink,
+                     attention=attention, device=device, tick=bar.update)
     return output
 
 
