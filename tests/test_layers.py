@@ -17,7 +17,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "csakd"
 LAYERS = {
     0: ["errors", "io_utils", "envinfo", "metrics", "normalization", "devices", "degradation", "data", "scene"],
     1: ["models", "checkpoint", "losses", "baselines"],
-    2: ["inference/fuse", "inference/tiled", "inference/tiling", "inference/passes",
+    2: ["inference/pipeline", "inference/fuse", "inference/tiled", "inference/tiling", "inference/passes",
         "inference/onnx_runtime", "inference/export", "inference/geo", "inference/checks", "inference/__init__",
         "evaluate", "bench", "figures", "api"],
     3: ["train"],
@@ -71,7 +71,7 @@ def test_no_module_imports_a_higher_layer(path: Path) -> None:
 
 
 def test_fusion_evaluation_export_and_bench_never_import_training() -> None:
-    for rel in ("inference/fuse.py", "inference/tiled.py", "inference/tiling.py",
+    for rel in ("inference/pipeline.py", "inference/fuse.py", "inference/tiled.py", "inference/tiling.py",
                 "inference/passes.py", "inference/onnx_runtime.py", "inference/export.py", "evaluate.py", "bench.py",
                 "checkpoint.py"):
         assert not any(m.startswith("csakd.train") for m in imports_of(SRC / rel)), rel

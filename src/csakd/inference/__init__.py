@@ -1,6 +1,8 @@
 """Using trained models on whole images: fusion of files and arrays, export, runtimes.
 
-Tiled fusion (:mod:`.tiled`) is planned by :mod:`.tiling` and run by :mod:`.passes`.
+Fusing files goes through one pipeline (:mod:`csakd.inference.pipeline`) whatever runs the network: the
+whole image through PyTorch (:mod:`.fuse`), tile by tile (:mod:`.tiled`, planned by :mod:`.tiling`, run by
+:mod:`.passes`) or ONNX Runtime (:mod:`.onnx_runtime`).
 
 The names are imported on first use, so that csakd.inference.onnx_runtime (no PyTorch) imports without torch.
 """

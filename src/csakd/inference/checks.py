@@ -194,16 +194,3 @@ def check_pair_response(
     )
     result["warned"] = warn_if_inconsistent(result, what=what)
     return result
-
-
-def clip_and_report(fused: np.ndarray, *, clip: bool, consistency: dict[str, Any] | None,
-                    report: dict[str, Any] | None) -> np.ndarray:
-    """``fused`` with values below 0 set to 0 (counted and logged) when ``clip``; ``report`` (when given) receives
-    ``spectral_consistency`` and ``clip``. The whole-image step of the fuse paths (torch and ONNX Runtime)."""
-    clipped = ClipCounter()
-    if clip:
-        fused = clipped(fused)
-        clipped.log()
-    if report is not None:
-        report.update({"spectral_consistency": consistency, "clip": clipped.summary() if clip else None})
-    return fused

@@ -35,16 +35,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-from csakd.data import Cube, read_cube, write_cube
-from csakd.data.writers import SUPPORTED_WRITE_SUFFIXES
 from csakd.errors import CheckpointError, InputError
-from csakd.inference.checks import check_pair_response, clip_and_report
-from csakd.inference.geo import apply_nodata, check_footprint, output_geo, output_nodata, prepare_nodata
-from csakd.io_utils import check_outputs, check_result, check_writable
-from csakd.normalization import Normalization, check_values
+from csakd.inference import pipeline
+from csakd.inference.pipeline import Runtime, check_arrays
+from csakd.normalization import Normalization
 
-__all__ = ["FORMAT", "OnnxFuser", "Providers", "check_pair", "default_providers", "fuse_files_onnx",
-           "providers_for_device"]
+__all__ = ["FORMAT", "OnnxFuser", "Providers", "default_providers", "fuse_files_onnx", "providers_for_device"]
 
 log = logging.getLogger(__name__)
 
@@ -108,40 +104,7 @@ def providers_for_device(device: str) -> list[str | tuple[str, dict[str, Any]]]:
     raise InputError(f"device {device!r}: expected auto, cpu, cuda or cuda:N")
 
 
-def check_pair(lr_shape: Sequence[int], msi_shape: Sequence[int], *, bands: int, msi_bands: int, scale: int,
-               what: str = "the model") -> None:
-    """Refuse an LR-HSI / HR-MSI pair that does not fit a model (before any work).
-
-    Shape:
-        - lr_shape: (C, h, w); msi_shape: (c, H, W), with ``C = bands``, ``c = msi_bands``,
-          ``H = scale h`` and ``W = scale w``
-
-    Raises:
-        InputError: not 3-D, or grids that are not ``scale`` apart (the message gives both sizes).
-        CheckpointError: band counts other than the model's (naming both).
-    """
-    if len(lr_shape) != 3 or len(msi_shape) != 3:
-        raise InputError(
-            f"expected lr_hsi (C, h, w) and hr_msi (c, H, W), got shapes {tuple(lr_shape)} and {tuple(msi_shape)}"
-        )
-    problems = []
-    if lr_shape[0] != bands:
-        problems.append(f"lr_hsi has {lr_shape[0]} bands ({what} expects {bands})")
-    if msi_shape[0] != msi_bands:
-        problems.append(f"hr_msi has {msi_shape[0]} bands ({what} expects {msi_bands})")
-    if problems:
-        raise CheckpointError(f"the input does not fit {what}: " + "; ".join(problems))
-    h, w = int(lr_shape[1]), int(lr_shape[2])
-    H, W = int(msi_shape[1]), int(msi_shape[2])
-    if h < 1 or w < 1 or H % h or W % w or H // h != W // w:
-        raise InputError(
-            f"hr_msi is {H}x{W} but lr_hsi is {h}x{w}: the grid ratio must be one integer scale in both axes"
-        )
-    if H // h != scale:
-        raise InputError(f"hr_msi is {H}x{W} and lr_hsi {h}x{w}: a ratio of {H // h}, but the model fuses at x{scale}")
-
-
-class OnnxFuser:
+class OnnxFuser(Runtime):
     """An exported csakd model run by ONNX Runtime: ``fuse(lr_hsi, hr_msi)`` in the files' units.
 
     Args:
@@ -156,6 +119,10 @@ class OnnxFuser:
         wavelengths: (C,) nm, or None.
         normalization: how the files' units map to [0, 1].
         providers: the providers the session actually uses.
+        what: how messages name it (``the ONNX model NAME.onnx``).
+
+    It is the ONNX Runtime strategy of the file pipeline (a :class:`~csakd.inference.pipeline.Runtime`, used by
+    :func:`fuse_files_onnx`).
 
     Raises:
         CheckpointError: a missing file, one ONNX Runtime cannot load, or one without csakd's metadata.
@@ -165,6 +132,7 @@ class OnnxFuser:
     def __init__(self, path: str | os.PathLike[str], *, providers: Providers | None = None,
                  threads: int | None = None) -> None:
         self.path = Path(path).expanduser()
+        self.what = f"the ONNX model {self.path.name}"
         if not self.path.is_file():
             raise CheckpointError(f"ONNX model {self.path} does not exist: expected a .onnx file from csakd export")
         if sniff_model_file(self.path) == "torch":
@@ -246,6 +214,27 @@ class OnnxFuser:
                     f"{self.path}: input {name} has {shape[1]} channels but the metadata says {bands}"
                 )
 
+    # ---------------------------------------------------------------- as a csakd.inference.pipeline.Runtime
+    @property
+    def response(self) -> dict[str, Any] | None:
+        return self.metadata.get("response")
+
+    @property
+    def model_config(self) -> dict[str, Any]:
+        return {"scale": self.scale, **(self.metadata.get("model_config") or {})}
+
+    def check_bands(self, bands: int, msi_bands: int) -> None:
+        problems = []
+        if bands != self.bands:
+            problems.append(f"lr_hsi has {bands} bands ({self.what} expects {self.bands})")
+        if msi_bands != self.msi_bands:
+            problems.append(f"hr_msi has {msi_bands} bands ({self.what} expects {self.msi_bands})")
+        if problems:
+            raise CheckpointError(f"the input does not fit {self.what}: " + "; ".join(problems))
+
+    def result_cause(self) -> str:
+        return _onnx_cause(self.path)
+
     def describe(self) -> dict[str, Any]:
         """A JSON-able summary: path, bands, MSI bands, scale, normalisation, providers, role, versions."""
         return {
@@ -286,14 +275,10 @@ class OnnxFuser:
             CheckpointError: band counts other than the model's.
             InputError: not 3-D arrays, grids not ``scale`` apart, or NaN / Inf values.
         """
-        lr = np.array(lr_hsi, dtype=np.float32)[None]
-        msi = np.array(hr_msi, dtype=np.float32)[None]
-        check_pair(lr.shape[1:], msi.shape[1:], bands=self.bands, msi_bands=self.msi_bands, scale=self.scale,
-                   what=f"the ONNX model {self.path.name}")
-        for name, arr in (("lr_hsi", lr), ("hr_msi", msi)):
-            bad = int(np.count_nonzero(~np.isfinite(arr)))
-            if bad:
-                raise InputError(f"{name} has {bad} NaN or Inf values: expected finite numbers")
+        lr = np.array(lr_hsi, dtype=np.float32)
+        msi = np.array(hr_msi, dtype=np.float32)
+        check_arrays(lr, msi, self)
+        lr, msi = lr[None], msi[None]
         f_hsi, f_msi = self.normalization.factors_numpy(lr)
         # [0, 1] -> [-1, 1] and back (csakd.normalization.to_network / from_network, in numpy)
         out = self.run_network(lr / f_hsi * 2.0 - 1.0, msi / f_msi * 2.0 - 1.0)
@@ -329,34 +314,11 @@ def fuse_files_onnx(
     Returns:
         ``out_path`` as a :class:`~pathlib.Path`.
     """
-    check_outputs({"out": out_path}, {"lr_hsi": lr_path, "hr_msi": msi_path, "model": onnx_path}, overwrite=overwrite)
-    out = check_writable(Path(out_path).expanduser(), overwrite=overwrite)
-    if out.suffix.lower() not in SUPPORTED_WRITE_SUFFIXES:
-        raise InputError(f"{out}: cannot write {out.suffix or 'files without an extension'!r}: expected one of "
-                         f"{', '.join(SUPPORTED_WRITE_SUFFIXES)}")
-    _check_writer_installed(out)
-    fuser = OnnxFuser(onnx_path, providers=providers, threads=threads)
-    lr = read_cube(Path(lr_path), variable=variable_lr, layout=layout)
-    msi = read_cube(Path(msi_path), variable=variable_msi, layout=layout)
-    masks = prepare_nodata(lr, msi, fuser.scale)  # nodata pixels filled before the finiteness check and the network
-    lr.check_finite("lr_hsi")
-    msi.check_finite("hr_msi")
-    check_pair(lr.data.shape, msi.data.shape, bands=fuser.bands, msi_bands=fuser.msi_bands, scale=fuser.scale,
-               what=f"the ONNX model {fuser.path.name}")
-    check_footprint(lr.geo, msi.geo, lr.data.shape, msi.data.shape, fuser.scale)
-    check_values(fuser.normalization, lr.data, msi.data, strict=strict,
-                 names=(f"lr_hsi {lr.source}", f"hr_msi {msi.source}"))
-    consistency = check_pair_response(lr.data, msi.data, response=fuser.metadata.get("response"),
-                                      model_config={"scale": fuser.scale, **(fuser.metadata.get("model_config") or {})},
-                                      normalization=fuser.normalization, what=f"the ONNX model {fuser.path.name}")
-    fused = fuser.fuse(lr.data, msi.data)
-    check_result(fused, "the fused image", target=out, cause=lambda: _onnx_cause(fuser.path))
-    fused = clip_and_report(fused, clip=clip, consistency=consistency, report=report)
-    geo = output_geo(msi.geo, masks)
-    apply_nodata(fused, masks.hr_window(slice(0, msi.height), slice(0, msi.width)), output_nodata(geo))
-    wavelengths = lr.wavelengths if lr.wavelengths is not None else fuser.wavelengths
-    cube = Cube(fused, wavelengths=wavelengths, band_names=lr.band_names, geo=geo, source=str(lr_path))
-    return write_cube(out, cube, overwrite=overwrite)
+    return pipeline.fuse_files(
+        lambda: OnnxFuser(onnx_path, providers=providers, threads=threads), lr_path, msi_path, onnx_path, out_path,
+        model_option="model", overwrite=overwrite, variable_lr=variable_lr, variable_msi=variable_msi,
+        layout=layout, strict=strict, clip=clip, report=report,
+    )
 
 
 def _onnx_cause(path: Path) -> str:
@@ -379,16 +341,3 @@ def _onnx_cause(path: Path) -> str:
         return f"the ONNX model {path} has {bad} non-finite weight(s) (NaN or Inf): it is damaged; export it again"
     return (f"the inputs and the weights of {path} are finite, so the network overflowed: are the inputs in the "
             "units it was trained on?")
-
-
-#: The optional file libraries each output format needs (any one of them).
-_WRITER_LIBRARIES = {".tif": ("rasterio", "tifffile"), ".tiff": ("rasterio", "tifffile"), ".mat": ("scipy",)}
-
-
-def _check_writer_installed(out: Path) -> None:
-    """Refuse, before any work, an output format whose file library is not installed (a minimal install)."""
-    import importlib.util
-
-    needed = _WRITER_LIBRARIES.get(out.suffix.lower(), ())
-    if needed and not any(importlib.util.find_spec(name) is not None for name in needed):
-        raise InputError(f"{out}: writing {out.suffix} files needs {' or '.join(needed)}: pip install {needed[-1]}")

@@ -9,7 +9,9 @@ whole-image pass.
 ``block`` a ``(C, rows, cols)`` float32 array; every pixel is written exactly once. Only ramp regions wait
 for their second window (a strip of ``overlap`` pixels along the shorter image side); nothing else is
 held, and without a writer the result is assembled into one array. :class:`~csakd.data.cube_writer.CubeWriter`
-writes such blocks into a GeoTIFF (rasterio windows), ENVI or ``.npy`` file (positioned writes), atomically.
+writes such blocks into a GeoTIFF (rasterio windows), ENVI or ``.npy`` file (positioned writes), atomically;
+:func:`fuse_files_tiled` is the file pipeline (:func:`csakd.inference.pipeline.fuse_files`) with the tiled
+runtime, :class:`TiledRuntime`.
 
 Example:
     >>> model = create_model("student", bands=31, msi_bands=3).eval()  # doctest: +SKIP
@@ -22,7 +24,7 @@ import logging
 import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -30,7 +32,9 @@ import torch
 from csakd.checkpoint import LoadedModel
 from csakd.data.cube_writer import CubeWriter
 from csakd.errors import InputError
+from csakd.inference.fuse import TorchRuntime
 from csakd.inference.passes import Writer, fuse_windows, scene_attention
+from csakd.inference.pipeline import check_arrays
 from csakd.inference.tiling import (
     BLENDS,
     AxisPlan,
@@ -48,6 +52,7 @@ __all__ = [
     "AxisPlan",
     "CubeWriter",
     "TilePlan",
+    "TiledRuntime",
     "Writer",
     "check_tiling",
     "fuse_files_tiled",
@@ -227,14 +232,13 @@ def fuse_tiled_arrays(
         CheckpointError: band counts that differ from the checkpoint's.
     """
     from csakd.devices import resolve_device
-    from csakd.inference.fuse import check_pair
     from csakd.normalization import to_network
 
     cfg = loaded.config
     check_tiling(cfg, tile=tile, overlap=overlap, batch_tiles=batch_tiles, blend=blend)
     lr = _as_cube_tensor(lr_hsi, "lr_hsi")[None]
     msi = _as_cube_tensor(hr_msi, "hr_msi")[None]
-    check_pair(loaded, lr, msi)
+    check_arrays(lr[0].numpy(), msi[0].numpy(), TorchRuntime(loaded))
     dev = resolve_device(device)
     model = loaded.model.to(dev).eval()
     f_hsi, f_msi = loaded.normalization.factors(lr)
@@ -266,6 +270,26 @@ def fuse_tiled_arrays(
     return None
 
 
+class TiledRuntime(TorchRuntime):
+    """A loaded checkpoint as a streaming :class:`~csakd.inference.pipeline.Runtime`: tile by tile
+    (:func:`fuse_tiled_arrays`, the inputs normalised in place), each block handed on as it is complete."""
+
+    streaming = True
+
+    def __init__(self, loaded: LoadedModel, *, checkpoint: object = None, device: str = "auto", tile: int,
+                 overlap: int | None = None, batch_tiles: int = 1, blend: BlendKind = "cosine",
+                 progress: bool = False) -> None:
+        super().__init__(loaded, checkpoint=checkpoint, device=device)
+        check_tiling(loaded.config, tile=tile, overlap=overlap, batch_tiles=batch_tiles, blend=blend)
+        self.tile, self.overlap, self.batch_tiles = tile, overlap, batch_tiles
+        self.blend, self.progress = blend, progress
+
+    def fuse_into(self, lr_hsi: np.ndarray, hr_msi: np.ndarray, writer: Writer) -> None:
+        fuse_tiled_arrays(self.loaded, lr_hsi, hr_msi, tile=self.tile, overlap=self.overlap,
+                          batch_tiles=self.batch_tiles, writer=writer, progress=self.progress, device=self.device,
+                          blend=self.blend, inplace=True)  # the arrays read are not used again
+
+
 def fuse_files_tiled(
     lr_path: str | os.PathLike[str],
     msi_path: str | os.PathLike[str],
@@ -280,7 +304,7 @@ def fuse_files_tiled(
     device: str = "auto",
     variable_lr: str | None = None,
     variable_msi: str | None = None,
-    layout: str = "auto",
+    layout: Literal["auto", "chw", "hwc"] = "auto",
     progress: bool = False,
     strict: bool = False,
     clip: bool = True,
@@ -297,51 +321,12 @@ def fuse_files_tiled(
     :func:`csakd.inference.fuse.fuse_files` (values below 0 are clipped window by window).
     """
     from csakd.checkpoint import load_checkpoint
-    from csakd.inference.checks import ClipCounter
-    from csakd.inference.fuse import (
-        check_input_values,
-        output_wavelengths,
-        pair_consistency,
-        read_checked_pair,
-        result_cause,
-    )
-    from csakd.inference.geo import apply_nodata, output_geo, output_nodata
-    from csakd.io_utils import check_outputs, check_result
+    from csakd.inference import pipeline
 
-    target = Path(out_path).expanduser()
-    check_outputs({"out": out_path}, {"lr_hsi": lr_path, "hr_msi": msi_path, "checkpoint": checkpoint},
-                  overwrite=overwrite)
-    CubeWriter.check_path(target, overwrite=overwrite)
-    loaded = load_checkpoint(checkpoint)
-    check_tiling(loaded.config, tile=tile, overlap=overlap, batch_tiles=batch_tiles, blend=blend)
-    lr, msi, masks = read_checked_pair(loaded, lr_path, msi_path, variable_lr=variable_lr,
-                                       variable_msi=variable_msi, layout=layout)
-    check_input_values(loaded, lr, msi, strict=strict)
-    consistency = pair_consistency(loaded, lr.data, msi.data)
-    wavelengths = output_wavelengths(loaded, lr)
-    shape = (lr.bands, msi.height, msi.width)
-    clipped = ClipCounter(inplace=False)  # blocks may be views of the blending buffers
-    geo = output_geo(msi.geo, masks)
-    fill = output_nodata(geo)
-    with CubeWriter(target, shape, wavelengths=wavelengths, band_names=lr.band_names, geo=geo,
-                    overwrite=overwrite) as out:
+    def open_model() -> TiledRuntime:
+        return TiledRuntime(load_checkpoint(checkpoint), checkpoint=checkpoint, device=device, tile=tile,
+                            overlap=overlap, batch_tiles=batch_tiles, blend=blend, progress=progress)
 
-        def checked_writer(rows: slice, cols: slice, block: np.ndarray) -> None:
-            where = f"rows {rows.start}:{rows.stop}, columns {cols.start}:{cols.stop}"
-            check_result(block, f"the fused window at {where}", target=target,
-                         cause=lambda: result_cause(loaded, checkpoint))  # before nodata (NaN) is filled in
-            if clip:
-                block = clipped(block)
-            mask = masks.hr_window(rows, cols)
-            if mask is not None and mask.any():
-                block = apply_nodata(np.array(block, dtype=np.float32), mask, fill)  # a copy: blocks may be views
-            out(rows, cols, block)
-
-        fuse_tiled_arrays(loaded, lr.data, msi.data, tile=tile, overlap=overlap, batch_tiles=batch_tiles,
-                          writer=checked_writer, progress=progress, device=device,
-                          blend=blend, inplace=True)  # the arrays read are not used again
-    if clip:
-        clipped.log()
-    if report is not None:
-        report.update({"spectral_consistency": consistency, "clip": clipped.summary() if clip else None})
-    return target
+    return pipeline.fuse_files(open_model, lr_path, msi_path, checkpoint, out_path, overwrite=overwrite,
+                               variable_lr=variable_lr, variable_msi=variable_msi, layout=layout, strict=strict,
+                               clip=clip, report=report)
