@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 
@@ -25,6 +25,9 @@ if TYPE_CHECKING:  # torch is imported where it is used: this module also serves
     import torch
 
 log = logging.getLogger(__name__)
+
+#: A tensor or a NumPy array: :func:`to_network` and :func:`from_network` take either.
+ArrayT = TypeVar("ArrayT", "torch.Tensor", np.ndarray)
 
 KINDS = ("none", "fixed", "per_image")
 #: Input values beyond this many times the range a checkpoint was trained on are called absurd.
@@ -83,16 +86,28 @@ class Normalization:
         return cls(**data)
 
 
-def to_network(x01: torch.Tensor, *, inplace: bool = False) -> torch.Tensor:
-    """[0, 1] -> the networks' [-1, 1]; ``inplace`` overwrites ``x01`` (the same float operations)."""
-    if inplace:
-        return x01.mul_(2.0).sub_(1.0)
-    return x01 * 2.0 - 1.0
+def to_network(x01: ArrayT, *, inplace: bool = False) -> ArrayT:
+    """[0, 1] -> the networks' [-1, 1], for tensors and NumPy arrays; ``inplace`` overwrites ``x01`` (the same
+    float operations)."""
+    if not inplace:
+        return x01 * 2.0 - 1.0
+    if isinstance(x01, np.ndarray):
+        x01 *= 2.0
+        x01 -= 1.0
+        return x01
+    return x01.mul_(2.0).sub_(1.0)
 
 
-def from_network(x: torch.Tensor) -> torch.Tensor:
-    """The networks' [-1, 1] -> [0, 1]."""
-    return (x + 1.0) * 0.5
+def from_network(x: ArrayT, *, inplace: bool = False) -> ArrayT:
+    """The networks' [-1, 1] -> [0, 1], for tensors and NumPy arrays; ``inplace`` overwrites ``x`` (the same
+    float operations)."""
+    if not inplace:
+        return (x + 1.0) * 0.5
+    if isinstance(x, np.ndarray):
+        x += 1.0
+        x *= 0.5
+        return x
+    return x.add_(1.0).mul_(0.5)
 
 
 def value_problems(normalization: Normalization, lr_hsi: np.ndarray, hr_msi: np.ndarray, *,

@@ -38,7 +38,7 @@ import numpy as np
 from csakd.errors import CheckpointError, InputError
 from csakd.inference import pipeline
 from csakd.inference.pipeline import Runtime, check_arrays
-from csakd.normalization import Normalization
+from csakd.normalization import Normalization, from_network, to_network
 
 __all__ = ["FORMAT", "OnnxFuser", "Providers", "default_providers", "fuse_files_onnx", "providers_for_device"]
 
@@ -280,9 +280,8 @@ class OnnxFuser(Runtime):
         check_arrays(lr, msi, self)
         lr, msi = lr[None], msi[None]
         f_hsi, f_msi = self.normalization.factors_numpy(lr)
-        # [0, 1] -> [-1, 1] and back (csakd.normalization.to_network / from_network, in numpy)
-        out = self.run_network(lr / f_hsi * 2.0 - 1.0, msi / f_msi * 2.0 - 1.0)
-        fused = (out + 1.0) * 0.5 * f_hsi
+        out = self.run_network(to_network(lr / f_hsi), to_network(msi / f_msi))
+        fused = from_network(out) * f_hsi
         return np.asarray(fused[0], dtype=np.float32)
 
 

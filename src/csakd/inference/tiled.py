@@ -232,7 +232,7 @@ def fuse_tiled_arrays(
         CheckpointError: band counts that differ from the checkpoint's.
     """
     from csakd.devices import resolve_device
-    from csakd.normalization import to_network
+    from csakd.normalization import from_network, to_network
 
     cfg = loaded.config
     check_tiling(cfg, tile=tile, overlap=overlap, batch_tiles=batch_tiles, blend=blend)
@@ -250,8 +250,7 @@ def fuse_tiled_arrays(
 
     def to_units(block: np.ndarray) -> np.ndarray:
         # the same float32 operations as fuse_arrays: (x + 1) * 0.5 * factor
-        block += np.float32(1.0)
-        block *= np.float32(0.5)
+        block = from_network(block, inplace=True)
         block *= factor
         return block
 
