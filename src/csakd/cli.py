@@ -190,6 +190,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from csakd.io_utils import write_json
     from csakd.train.recipe import build_run, train_config
+    from csakd.train.setup import setup_process, teardown_process
     from csakd.train.trainer import Trainer
 
     _check_io(args, {"--out": args.out, "--json": args.json, "--test-json": args.test_json},
@@ -204,9 +205,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise InputError(f"run folder {run_dir} is not empty: pass --resume to continue it, or another --out")
     built = build_run(args)
     spec = built.spec
-    trainer = Trainer(spec, built.train_set, built.val_set, run_dir, resume=args.resume, progress=not args.quiet)
+    process = setup_process(spec.train, samples_per_epoch=len(built.train_set))  # rank, group, seed
     try:
-        if trainer.dist.is_main:
+        trainer = Trainer(spec, built.train_set, built.val_set, run_dir, resume=args.resume,
+                          progress=not args.quiet, process=process)
+        if process.dist.is_main:
             for note in built.notes:
                 log.info("%s", note)
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -215,8 +218,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         summary = trainer.fit()  # rank 0's summary on every rank
         summary["wall_seconds"] = round(time.monotonic() - t0, 1)
     finally:
-        trainer.close()
-    if not trainer.dist.is_main:
+        teardown_process(process)
+    if not process.dist.is_main:
         return 0
     write_json(run_dir / "summary.json", summary)
     for line in training_report(summary, spec.train.select):
