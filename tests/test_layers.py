@@ -19,7 +19,7 @@ LAYERS = {
     1: ["models", "checkpoint", "losses", "baselines"],
     2: ["inference/pipeline", "inference/fuse", "inference/tiled", "inference/tiling", "inference/passes",
         "inference/onnx_runtime", "inference/export", "inference/geo", "inference/checks", "inference/__init__",
-        "evaluate", "bench", "figures", "api"],
+        "evaluate", "eval_run", "bench", "figures", "api"],
     3: ["train"],
     4: ["demo", "inference/fit_scene", "cli", "__main__"],
 }
@@ -72,6 +72,6 @@ def test_no_module_imports_a_higher_layer(path: Path) -> None:
 
 def test_fusion_evaluation_export_and_bench_never_import_training() -> None:
     for rel in ("inference/pipeline.py", "inference/fuse.py", "inference/tiled.py", "inference/tiling.py",
-                "inference/passes.py", "inference/onnx_runtime.py", "inference/export.py", "evaluate.py", "bench.py",
-                "checkpoint.py"):
+                "inference/passes.py", "inference/onnx_runtime.py", "inference/export.py", "evaluate.py", "eval_run.py",
+                "bench.py", "checkpoint.py"):
         assert not any(m.startswith("csakd.train") for m in imports_of(SRC / rel)), rel

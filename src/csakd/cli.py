@@ -11,7 +11,6 @@ import logging
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -20,6 +19,7 @@ from typing import Any
 
 from csakd import __version__
 from csakd.errors import CsakdError, InputError
+from csakd.train.report import training_report
 
 log = logging.getLogger("csakd")
 
@@ -191,6 +191,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from csakd.io_utils import write_json
     from csakd.train.recipe import build_run, train_config
+    from csakd.train.setup import setup_process, teardown_process
     from csakd.train.trainer import Trainer
 
     _check_io(args, {"--out": args.out, "--json": args.json, "--test-json": args.test_json},
@@ -205,9 +206,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise InputError(f"run folder {run_dir} is not empty: pass --resume to continue it, or another --out")
     built = build_run(args)
     spec = built.spec
-    trainer = Trainer(spec, built.train_set, built.val_set, run_dir, resume=args.resume, progress=not args.quiet)
+    process = setup_process(spec.train, samples_per_epoch=len(built.train_set))  # rank, group, seed
     try:
-        if trainer.dist.is_main:
+        trainer = Trainer(spec, built.train_set, built.val_set, run_dir, resume=args.resume,
+                          progress=not args.quiet, process=process)
+        if process.dist.is_main:
             for note in built.notes:
                 log.info("%s", note)
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -216,55 +219,22 @@ def cmd_train(args: argparse.Namespace) -> int:
         summary = trainer.fit()  # rank 0's summary on every rank
         summary["wall_seconds"] = round(time.monotonic() - t0, 1)
     finally:
-        trainer.close()
-    if not trainer.dist.is_main:
+        teardown_process(process)
+    if not process.dist.is_main:
         return 0
     write_json(run_dir / "summary.json", summary)
     for line in training_report(summary, spec.train.select):
         print(line)
     if args.test_data:
-        test_argv = ["eval", "--data", args.test_data, "--normalize", args.normalize, "--out", str(run_dir / "test"),
-                     "--device", args.device or "auto", "--figures", "3"]
-        for role in ("teacher", "student"):
-            if (run_dir / f"{role}.pt").exists():
-                test_argv += ["--checkpoint", str(run_dir / f"{role}.pt")]
-        if args.center_crop:
-            test_argv += ["--center-crop", str(args.center_crop)]
-        if args.test_json:
-            test_argv += ["--json", args.test_json]
-        code = main(test_argv)
-        if code:
-            return code
+        from csakd.eval_run import EvalOptions
+
+        checkpoints = [str(run_dir / f"{role}.pt") for role in ("teacher", "student")
+                       if (run_dir / f"{role}.pt").exists()]
+        _evaluate(EvalOptions(checkpoints=checkpoints, data=args.test_data, normalize=args.normalize,
+                              center_crop=args.center_crop or None, out=str(run_dir / "test"),
+                              device=args.device or "auto", figures=3), args.test_json)
     _json_out(args.json, summary)
     return 0
-
-
-STOP_REASONS = {
-    "budget": "the time budget (--max-minutes) ran out",
-    "steps": "the planned steps were done",
-    "epochs": "the epochs (--epochs) were done",
-    "paused": "it was paused before the end",
-}
-
-
-def training_report(summary: dict[str, Any], select: str) -> list[str]:
-    """The lines ``csakd train`` ends with: why it ended, and what each kept network gained over its base."""
-    lines = [f"training ended after {summary['steps']} steps in {summary['seconds'] / 60:.1f} min: "
-             f"{STOP_REASONS.get(summary['stopped'], summary['stopped'])}"]
-    gains = summary.get("gains", {})
-    for role, m in summary["best"].items():
-        if "psnr" not in m:
-            continue
-        line = (f"kept {role}: step {m['step']}, validation PSNR {m['psnr']:.2f} dB, SAM {m['sam']:.3f} deg "
-                f"(best by {select})")
-        gain = gains.get(role)
-        if gain is not None:
-            if int(gain["step"]) == 0:
-                line += f"; this is its untrained base: training did not improve on it by validation {select}"
-            else:
-                line += f"; over its base: {gain['psnr']:+.2f} dB, {gain['sam']:+.3f} deg"
-        lines.append(line)
-    return lines
 
 
 def _write_yaml(path: Path, data: dict[str, Any]) -> None:
@@ -276,151 +246,43 @@ def _write_yaml(path: Path, data: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- eval
-def _named_checkpoints(specs: Sequence[str], methods: Sequence[str]) -> dict[str, str]:
-    """``--checkpoint FILE`` or ``--checkpoint NAME=FILE`` -> {name: file}; a FILE is named by its stem.
+def eval_options(args: argparse.Namespace) -> Any:
+    """``csakd eval``'s options as a :class:`csakd.eval_run.EvalOptions`."""
+    from csakd.eval_run import EvalOptions
 
-    Raises:
-        InputError: two checkpoints with one name (``runs/a/student.pt`` and ``runs/b/student.pt``), or a
-            name that is also a ``--method``: each would hide the other's row.
-    """
-    named: dict[str, str] = {}
-    for spec in specs:
-        name, sep, path = spec.partition("=")
-        if not sep or not name or "/" in name or os.sep in name or Path(spec).exists():
-            name, path = Path(spec).stem, spec
-        if name in named:
-            raise InputError(
-                f"two checkpoints are named {name!r} ({named[name]} and {path}): name them with "
-                f"--checkpoint NAME=FILE, e.g. --checkpoint kd={named[name]} --checkpoint plain={path}"
-            )
-        if name in methods or name == "bicubic":
-            raise InputError(f"checkpoint {path} is named {name!r}, like a baseline method: name it with NAME=FILE")
-        named[name] = path
-    return named
+    return EvalOptions(
+        checkpoints=args.checkpoint or [], methods=args.method or [], data=args.data, aviris=args.aviris,
+        split=args.split, msi_bands=args.msi_bands, center_crop=args.center_crop, normalize=args.normalize,
+        variable=args.variable, layout=args.layout, wavelengths=args.wavelengths, srf=args.srf, scale=args.scale,
+        blur_size=args.blur_size, blur_sigma=args.blur_sigma, psf=args.psf, phase=args.phase, snr=args.snr,
+        shift=args.shift, bicubic=not args.no_bicubic, fast_paths=args.fast_paths, figures=args.figures,
+        out=args.out, device=args.device, seed=args.seed,
+    )
+
+
+def _evaluate(options: Any, json_path: str | None) -> None:
+    """Check the outputs of an evaluation, run it (:func:`csakd.eval_run.run_evaluation`) and report it."""
+    from csakd.eval_run import run_evaluation
+    from csakd.evaluate import format_table
+    from csakd.io_utils import check_outputs
+
+    check_outputs({"--out": options.out, "--json": json_path},
+                  {"--checkpoint": options.checkpoint_files(), "--data": options.data, "--aviris": options.aviris,
+                   "--srf": options.srf, "--psf": options.psf, "--wavelengths": options.wavelengths},
+                  overwrite=None, folders=["--out"])
+    if options.out and Path(options.out).exists() and not Path(options.out).is_dir():
+        raise InputError(f"--out {options.out} is a file: expected a folder for the metrics and figures")
+    result = run_evaluation(options)
+    print(format_table(result["methods"]))
+    for name, delta in result.get("fast_path_deltas", {}).items():
+        print(f"{name}: PSNR {delta['psnr_delta']:+.4f} dB, SAM {delta['sam_delta']:+.4f} deg vs fp32 eager")
+    if options.out:
+        print(f"per-image metrics, table.md and figures in {Path(options.out)}")
+    _json_out(json_path, result)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    import torch
-
-    from csakd.checkpoint import check_compatible, load_checkpoint
-    from csakd.data import AvirisReferenceDataset
-    from csakd.data.hr_cubes import list_cube_files, load_hr_cubes, simulate_pair
-    from csakd.degradation import Degradation, DegradationConfig, SpectralResponse
-    from csakd.devices import resolve_device
-    from csakd.evaluate import EvalPair, bicubic_method, evaluate, format_table, model_method
-
-    specs = args.checkpoint or []
-    _check_io(args, {"--out": args.out, "--json": args.json},
-              {"--checkpoint": [*specs, *(s.partition("=")[2] for s in specs if "=" in s)], "--data": args.data,
-               "--aviris": args.aviris, "--srf": args.srf, "--psf": args.psf, "--wavelengths": args.wavelengths},
-              folders=["--out"])
-    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
-        raise InputError(f"--out {args.out} is a file: expected a folder for the metrics and figures")
-    checkpoints = args.checkpoint or []
-    if not checkpoints and not args.method:
-        raise InputError("nothing to evaluate: give --checkpoint FILE and/or --method NAME")
-    from csakd.baselines import get_baseline, make_method
-
-    for name in args.method or []:
-        get_baseline(name)  # unknown names fail here, before any work
-    named = _named_checkpoints(checkpoints, args.method or [])
-    loaded = {name: load_checkpoint(path, scale=args.scale) for name, path in named.items()}
-    from csakd.inference.fuse import nonfinite_weights
-
-    for name, lm in loaded.items():
-        if nonfinite_weights(lm.model):
-            raise InputError(f"checkpoint {named[name]} has {nonfinite_weights(lm.model)} non-finite weight(s) (NaN "
-                             "or Inf): it is damaged or its training diverged; nothing was evaluated")
-    first = next(iter(loaded.values()), None)
-    scale = first.config.scale if first is not None else args.scale
-    pairs: list[EvalPair] = []
-    degradation = None
-    if args.aviris:
-        ds = AvirisReferenceDataset(args.aviris, args.split, msi_bands=args.msi_bands, shift=args.shift)
-        for i in range(len(ds)):
-            item = ds[i]
-            pairs.append(EvalPair(ds.names[i].replace("/", "_"), item["lr_hsi"], item["hr_msi"], item["hr_hsi"]))
-    else:
-        if not args.data:
-            raise InputError("test data needed: --data FOLDER of HR-HSI cubes, or --aviris ROOT")
-        if args.srf:
-            config = degradation_config(args)
-            response = None
-        elif first is not None and first.degradation and first.response:
-            config = DegradationConfig(**{k: v for k, v in first.degradation.items() if k != "hsi_snr_db"
-                                          and k != "msi_snr_db"})
-            response = SpectralResponse.from_dict(first.response)
-        else:
-            raise InputError("no degradation to simulate the test pairs with: pass --srf (and --blur-size etc.)")
-        if args.snr is not None:
-            config.hsi_snr_db = args.snr
-        if args.shift:
-            config.shift = args.shift
-        scale = config.scale
-        cubes = load_hr_cubes(list_cube_files(args.data), scale=config.scale, crop=args.center_crop,
-                              normalize=args.normalize, wavelengths=_wavelengths(args), variable=args.variable,
-                              layout=args.layout)
-        if response is None:
-            from csakd.data.hr_cubes import build_degradation
-
-            degradation = build_degradation(config, cubes)
-        else:
-            degradation = Degradation(config, response)
-        g = torch.Generator().manual_seed(args.seed)
-        for c in cubes:
-            p = simulate_pair(degradation, c.data, generator=g)
-            pairs.append(EvalPair(c.name, p["lr_hsi"], p["hr_msi"], p["hr_hsi"], c.peak, c.wavelengths))
-    if not pairs:
-        raise InputError("no test pairs found")
-    shapes = {(tuple(p.hr_hsi.shape[:1]), tuple(p.hr_msi.shape[:1])) for p in pairs}
-    if len(shapes) > 1:
-        raise InputError(f"the test pairs have mixed band counts {sorted(shapes)}: expected one")
-    for name, lm in loaded.items():
-        check_compatible(lm, bands=pairs[0].hr_hsi.shape[0], msi_bands=pairs[0].hr_msi.shape[0], scale=scale,
-                         what=f"test data (for {name})")
-    device = resolve_device(args.device)
-    phase = degradation.config.phase if degradation is not None else args.phase
-    methods = {"bicubic": bicubic_method(scale, phase)} if not args.no_bicubic else {}
-    for name in args.method or []:
-        if name == "bicubic":
-            continue
-        methods[name] = make_method(
-            name, scale=scale, phase=phase,
-            response=degradation.response.matrix if degradation is not None else None,
-            blur_kernel=degradation.kernel if degradation is not None else None,
-        )
-    methods.update({name: model_method(lm, device) for name, lm in loaded.items()})
-    with tempfile.TemporaryDirectory(prefix="csakd-eval-") as scratch:
-        if args.fast_paths:
-            from csakd.evaluate import bf16_method, onnx_method
-
-            paths = named
-            for name, lm in loaded.items():
-                if device.type == "cuda":
-                    methods[f"{name}@bf16-channels-last"] = bf16_method(lm, device)
-                else:
-                    methods[f"{name}@onnxruntime"] = onnx_method(paths[name], Path(scratch))
-        out_dir = Path(args.out) if args.out else None
-        result = evaluate(methods, pairs, scale=scale, out_dir=out_dir, figures=args.figures)
-    print(format_table(result["methods"]))
-    if args.fast_paths:
-        from csakd.evaluate import path_deltas
-
-        result["fast_path_deltas"] = path_deltas(result["methods"])
-        for name, delta in result["fast_path_deltas"].items():
-            print(f"{name}: PSNR {delta['psnr_delta']:+.4f} dB, SAM {delta['sam_delta']:+.4f} deg vs fp32 eager")
-    if out_dir is not None:
-        from csakd.evaluate import markdown_table
-        from csakd.io_utils import write_json
-        from csakd.models import count_macs, count_params
-
-        h, w = pairs[0].hr_hsi.shape[-2:]
-        result["complexity"] = {name: {"params": count_params(lm.model), "macs": count_macs(lm.config, (h, w)),
-                                       "size": [h, w]} for name, lm in loaded.items()}
-        write_json(out_dir / "metrics.json", result)
-        (out_dir / "table.md").write_text(markdown_table(result["methods"], result["complexity"]))
-        print(f"per-image metrics, table.md and figures in {out_dir}")
-    _json_out(args.json, result)
+    _evaluate(eval_options(args), args.json)
     return 0
 
 

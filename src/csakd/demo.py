@@ -30,6 +30,7 @@ from csakd.models import DTSNet, preset_config
 from csakd.normalization import Normalization
 from csakd.scene import demo_response, demo_scene
 from csakd.train.config import TrainConfig, apply_recipe
+from csakd.train.setup import setup_process, teardown_process
 from csakd.train.trainer import RunSpec, Trainer
 
 log = logging.getLogger(__name__)
@@ -81,10 +82,15 @@ def run_demo(
         degradation=degradation.config.to_dict(),
         data={"source": "csakd.scene.demo_scene", "size": DEMO_SIZE, "train_columns": [0, DEMO_SPLIT]},
     )
-    trainer = Trainer(spec, train_set, val_set, out, progress=progress)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "config.yaml", lambda tmp: tmp.write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False)))
-    summary = trainer.fit()
+    process = setup_process(spec.train, samples_per_epoch=len(train_set))  # the seed of the networks' weights
+    try:
+        trainer = Trainer(spec, train_set, val_set, out, progress=progress, process=process)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write(out / "config.yaml",
+                     lambda tmp: tmp.write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False)))
+        summary = trainer.fit()
+    finally:
+        teardown_process(process)
     item = val_set[0]
     pair = EvalPair("demo-heldout", item["lr_hsi"], item["hr_msi"], item["hr_hsi"], 1.0, wavelengths)
     device = torch.device("cpu")

@@ -33,7 +33,6 @@ from torch.utils.data import DataLoader, Dataset
 
 from csakd.checkpoint import load_checkpoint, model_payload, read_payload, save_payload, unwrap
 from csakd.degradation import add_noise
-from csakd.devices import resolve_device
 from csakd.errors import CsakdError, InputError
 from csakd.io_utils import write_json
 from csakd.losses import student_loss, teacher_loss
@@ -42,6 +41,7 @@ from csakd.models import DTSNet, ModelConfig
 from csakd.normalization import Normalization, from_network, to_network
 from csakd.train import distributed as ddp
 from csakd.train.config import TrainConfig
+from csakd.train.setup import ProcessContext, setup_process, teardown_process
 
 log = logging.getLogger(__name__)
 
@@ -167,10 +167,13 @@ class _SampleStream(Dataset[Batch]):
 class Trainer:
     """Trains the models named by ``spec.train.mode`` on ``train_set``, validating on ``val_set``.
 
-    Under a multi-process launch (``torchrun``: ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``) the constructor
-    checks the split of the batch (``batch_size`` is the global batch), joins the process group and wraps the
-    trainable models in DDP; :attr:`teacher` and :attr:`student` stay the plain modules. Call :meth:`close`
-    when done to leave a process group the trainer created. ``dist`` describes this process's rank.
+    The process it runs in is set up by the caller with :func:`~csakd.train.setup.setup_process` and passed as
+    ``process``: rank, device and process group (under ``torchrun``: ``RANK``, ``WORLD_SIZE``,
+    ``LOCAL_RANK``), deterministic algorithms and the global seed; the caller then leaves the group with
+    :func:`~csakd.train.setup.teardown_process`. Without ``process`` the constructor sets it up itself, and
+    :meth:`close` tears it down. Under a multi-process launch ``batch_size`` is the global batch (its split is
+    checked here) and the trainable models are wrapped in DDP; :attr:`teacher` and :attr:`student` stay the
+    plain modules. ``dist`` describes this process's rank.
     """
 
     def __init__(
@@ -182,6 +185,7 @@ class Trainer:
         *,
         resume: bool = False,
         progress: bool = True,
+        process: ProcessContext | None = None,
     ) -> None:
         cfg = spec.train
         cfg.validate()
@@ -191,25 +195,24 @@ class Trainer:
         self.train_set = train_set
         self.val_set = val_set
         self.progress = progress
-        self.dist = ddp.context_from_env()
-        if self.dist.enabled:
-            ddp.check_global_batch(cfg.batch_size, self.dist.world_size, len(train_set))  # type: ignore[arg-type]
-            self.device = ddp.device_for_rank(cfg.device, self.dist)
-        else:
-            self.device = resolve_device(cfg.device)
+        self._owns_process = process is None
+        if process is None:
+            process = setup_process(cfg, samples_per_epoch=len(train_set))  # type: ignore[arg-type]
+        elif process.dist.enabled:
+            ddp.check_global_batch(cfg.batch_size, process.dist.world_size, len(train_set))  # type: ignore[arg-type]
+        self.process = process
+        self.dist = process.dist
+        self.device = process.device
         self.amp = amp_dtype(cfg.amp, self.device)
-        self.dist = ddp.init_process_group(self.dist, self.device)
         try:
             self._build(spec, resume)
         except BaseException:
-            ddp.destroy_process_group(self.dist)
+            if self._owns_process:
+                teardown_process(process)
             raise
 
     def _build(self, spec: RunSpec, resume: bool) -> None:
         cfg = self.cfg
-        if cfg.deterministic:
-            torch.use_deterministic_algorithms(True)
-        torch.manual_seed(cfg.seed)
         self.scale = (spec.student or spec.teacher or ModelConfig()).scale
 
         self.teacher: DTSNet | None = None
@@ -267,8 +270,10 @@ class Trainer:
                 self.wrapped[role] = net
 
     def close(self) -> None:
-        """Leave the process group if this trainer created it (a no-op in a single process)."""
-        ddp.destroy_process_group(self.dist)
+        """Leave the process group if this trainer set up its process and created the group (a no-op in a
+        single process, and for a trainer given its ``process``: its caller tears that down)."""
+        if self._owns_process:
+            teardown_process(self.process)
 
     # ------------------------------------------------------------------ helpers
     def trainable(self) -> Iterator[tuple[str, DTSNet]]:
