@@ -51,6 +51,18 @@ def _aligned_offset(limit: int, scale: int, g: torch.Generator) -> int:
     return int(torch.randint(0, steps + 1, (1,), generator=g)) * scale
 
 
+#: the largest spectral augmentation strength accepted
+MAX_SPECTRAL_STRENGTH = 2.0
+
+
+def check_spectral_strength(strength: float, what: str = "spectral augmentation") -> float:
+    """``strength`` as a float if it is a finite number in [0, MAX_SPECTRAL_STRENGTH], else an InputError
+    naming ``what`` (the option the user gave)."""
+    if not (math.isfinite(strength) and 0 <= strength <= MAX_SPECTRAL_STRENGTH):
+        raise InputError(f"{what} {strength}: expected a strength in [0, {MAX_SPECTRAL_STRENGTH:g}] (0: none)")
+    return float(strength)
+
+
 def spectral_multiplier(bands: int, strength: float, g: torch.Generator) -> torch.Tensor:
     """A random positive per-band multiplier (``bands``,): a brightness times a smooth spectral curve (see
     :class:`SimulatedPairs`' ``spectral``)."""
@@ -121,9 +133,7 @@ class SimulatedPairs(Dataset[Sample]):
         self.crop = crop
         self.augment = augment
         self.max_shift = max_shift
-        if not (math.isfinite(spectral) and 0 <= spectral <= 2):
-            raise InputError(f"spectral augmentation {spectral}: expected a strength in [0, 2] (0: none)")
-        self.spectral = float(spectral)
+        self.spectral = check_spectral_strength(spectral)
         self.seed = seed
         self.epoch = 0
         self.samples_per_epoch = samples_per_epoch or len(self.cubes)

@@ -6,6 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
+from csakd.data.pairs import check_spectral_strength
 from csakd.errors import InputError
 from csakd.losses import LossWeights
 
@@ -116,8 +117,7 @@ class TrainConfig:
             raise InputError(f"training SNR must be a finite number of dB, got {self.train_snr_db}")
         if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
             raise InputError(f"grad_clip={self.grad_clip}: expected a finite positive gradient norm")
-        if not (math.isfinite(self.spectral_augment) and 0 <= self.spectral_augment <= 2):
-            raise InputError(f"--spectral-augment {self.spectral_augment}: expected a strength in [0, 2] (0: none)")
+        check_spectral_strength(self.spectral_augment, "--spectral-augment")
         if self.max_shift < 0:
             raise InputError(f"max_shift={self.max_shift}: expected 0 or more LR pixels")
         if self.max_minutes is not None and not (math.isfinite(self.max_minutes) and self.max_minutes > 0):
