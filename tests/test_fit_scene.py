@@ -18,7 +18,7 @@ from csakd.checkpoint import load_checkpoint
 from csakd.cli import main
 from csakd.data import Cube, read_cube, write_cube
 from csakd.degradation import Degradation, DegradationConfig, upsample_in_phase
-from csakd.inference.fit_scene import (
+from csakd.fit import (
     FitOptions,
     estimate_scene,
     fit_scene,

@@ -20,7 +20,7 @@ LAYERS = {
     2: ["inference/fuse", "inference/tiled", "inference/onnx_runtime", "inference/export", "inference/geo",
         "inference/checks", "inference/__init__", "evaluate", "bench", "figures", "api"],
     3: ["train"],
-    4: ["demo", "inference/fit_scene", "cli", "__main__"],
+    4: ["demo", "fit", "cli", "__main__"],
 }
 
 

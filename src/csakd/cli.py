@@ -468,37 +468,23 @@ def cmd_fuse(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------- fit-scene
 def cmd_fit_scene(args: argparse.Namespace) -> int:
-    import shlex
-
-    from csakd.inference.fit_scene import FitOptions, fit_scene, summary_lines
+    from csakd.fit import FitOptions, fit_scene, summary_lines
 
     _check_io(args, {"--out": args.out, "--report-dir": args.report_dir, "--json": args.json},
               {"--lr": args.lr_hsi, "--msi": args.hr_msi, "--wavelengths": args.wavelengths,
                "--response": args.response}, folders=["--report-dir"])
-    minutes = args.minutes if args.minutes is not None else (None if args.steps else 3.0)
-    baselines = tuple(b for b in (args.baseline or ["gsa"]) if b.lower() != "none")
-    overrides = {"nf": args.nf, "gc": args.gc, "blocks": args.blocks, "fusion": args.fusion}
     options = FitOptions(
         scale=args.scale, phase=args.phase, blur_sigma=args.blur_sigma, response=args.response,
-        hsi_scale=args.hsi_scale, msi_scale=args.msi_scale, preset=args.preset, model_overrides=overrides,
-        minutes=minutes, steps=args.steps, batch_size=args.batch_size, crop=args.crop,
-        learning_rate=args.learning_rate, holdout=args.holdout, baselines=baselines, tile=args.tile,
+        hsi_scale=args.hsi_scale, msi_scale=args.msi_scale, preset=args.preset,
+        model_overrides={"nf": args.nf, "gc": args.gc, "blocks": args.blocks, "fusion": args.fusion},
+        minutes=args.minutes if args.minutes is not None else (None if args.steps else 3.0), steps=args.steps,
+        batch_size=args.batch_size, crop=args.crop, learning_rate=args.learning_rate, holdout=args.holdout,
+        baselines=tuple(b for b in (args.baseline or ["gsa"]) if b.lower() != "none"), tile=args.tile,
         device=args.device, seed=args.seed, threads=args.threads,
         variable_lr=args.lr_variable or args.variable, variable_msi=args.msi_variable or args.variable,
         layout=args.layout, wavelengths=_wavelengths(args), figures=not args.no_figures, overwrite=args.overwrite,
         progress=not args.quiet and sys.stderr.isatty(),
     )
-    flags = [("--lr", args.lr_hsi), ("--msi", args.hr_msi), ("--out", args.out), ("--report-dir", args.report_dir)]
-    flags += [(f"--{k.replace('_', '-')}", v) for k, v in vars(args).items()
-              if k not in ("lr_hsi", "hr_msi", "out", "report_dir", "func", "command", "verbose", "json", "baseline")
-              and v not in (None, False)]
-    tokens = ["csakd", "fit-scene"]
-    for flag, value in flags:
-        text = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
-        tokens += [flag] if value is True else [flag, text]
-    for b in args.baseline or []:
-        tokens += ["--baseline", b]
-    options.command = shlex.join(tokens)
     result = fit_scene(args.lr_hsi, args.hr_msi, args.out, args.report_dir, options)
     for line in summary_lines(result.report):
         print(line)

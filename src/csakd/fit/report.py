@@ -1,0 +1,34 @@
+"""fit-scene's report as plain text for the console."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["summary_lines"]
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    """A short plain-text summary of a report: estimates, consistency and Wald metrics, time."""
+    est = report["estimates"]
+    m = report["metrics"]
+    lines = [
+        f"estimates: x{est['scale']}, phase {est['phase']}, blur sigma {est['blur']['sigma_hr_pixels']:.2f} HR px "
+        f"(residual {est['blur']['relative_residual']:.3g}), response residual per MSI band "
+        + ", ".join(f"{v:.3g}" for v in est["response"]["relative_residual_per_msi_band"]),
+        f"{'spectral consistency':<22}{'PSNR dB':>9}{'SAM deg':>9}{'ERGAS':>8}{'RMSE (LR-HSI units)':>21}",
+    ]
+    for name, v in m["spectral_consistency"].items():
+        lines.append(f"  {name:<20}{v['psnr']:>9.2f}{v['sam']:>9.3f}{v['ergas']:>8.3f}{v['rmse']:>21.4g}")
+    lines.append(f"{'spatial consistency':<22}{'PSNR dB':>9}{'RMSE (HR-MSI units)':>21}{'CC':>8}{'SSIM':>10}")
+    for name, v in m["spatial_consistency"].items():
+        lines.append(f"  {name:<20}{v['psnr']:>9.2f}{v['rmse']:>21.4g}{v['cc']:>8.4f}{v['ssim']:>10.4f}")
+    wald = m["wald_validation"]
+    region = "heldout" if "heldout" in wald else "whole"
+    lines.append(f"{'Wald (' + region + ')':<22}{'PSNR dB':>9}{'SAM deg':>9}{'ERGAS':>8}{'RMSE (LR-HSI units)':>21}")
+    for name, v in wald[region].items():
+        lines.append(f"  {name:<20}{v['psnr']:>9.2f}{v['sam']:>9.3f}{v['ergas']:>8.3f}{v['rmse']:>21.4g}")
+    t = report["timings_seconds"]
+    tr = report["training"]
+    lines.append(f"time: {t['total']:.0f} s in all, training {t['train']:.0f} s ({tr['steps']} steps)")
+    return lines
+
