@@ -133,7 +133,7 @@ def test_fit_scene_writes_the_fused_image_report_figures_and_a_loadable_checkpoi
     # noise-free data whose MSI is an exact mix of the HSI bands: GSA reproduces the MSI far better than bicubic
     spatial = metrics["spatial_consistency"]
     assert spatial["gsa"]["psnr"] > spatial["bicubic"]["psnr"]
-    for name in ("composite", "spectral_consistency", "spatial_consistency", "spectra", "wald_validation"):
+    for name in ("composite", "estimates", "spectral_consistency", "spatial_consistency", "spectra", "wald_validation"):
         assert (report_dir / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
     # the fitted network is a normal checkpoint: csakd fuse reproduces the fused image from it
     loaded = load_checkpoint(result.checkpoint)

@@ -474,7 +474,7 @@ def cmd_fit_scene(args: argparse.Namespace) -> int:
               {"--lr": args.lr_hsi, "--msi": args.hr_msi, "--wavelengths": args.wavelengths,
                "--response": args.response}, folders=["--report-dir"])
     options = FitOptions(
-        scale=args.scale, phase=args.phase, blur_sigma=args.blur_sigma, response=args.response,
+        scale=args.scale, phase=args.phase, blur_sigma=args.blur_sigma, psf=args.psf, response=args.response,
         hsi_scale=args.hsi_scale, msi_scale=args.msi_scale, preset=args.preset,
         model_overrides={"nf": args.nf, "gc": args.gc, "blocks": args.blocks, "fusion": args.fusion},
         minutes=args.minutes if args.minutes is not None else (None if args.steps else 3.0), steps=args.steps,
@@ -827,10 +827,15 @@ def build_parser() -> argparse.ArgumentParser:
     e = p.add_argument_group("degradation (estimated from the pair unless given)")
     e.add_argument("--scale", type=int, help="HR / LR grid ratio (default: from the grids; must agree with them)")
     e.add_argument("--phase", type=int, help="decimation phase (default: the best fit of 0..scale-1)")
-    e.add_argument("--blur-sigma", type=float, help="Gaussian blur sigma in HR pixels (default: estimated)")
+    e.add_argument("--blur-sigma", type=float,
+                   help="Gaussian blur sigma in HR pixels (default: estimated; given, the PSF is that Gaussian)")
+    e.add_argument("--psf", choices=["estimate", "gaussian"], default="estimate",
+                   help="estimate: a PSF of any shape, estimated jointly with the response and per-band offsets "
+                        "(default); gaussian: the best isotropic Gaussian")
     e.add_argument("--response", default="estimate",
-                   help="estimate (NNLS, default), or a response (CSV of curves, matrix file, sensor name), "
-                        "used up to one fitted gain per MSI band")
+                   help="estimate (non-negative, one gain and offset per MSI band, jointly with the PSF; "
+                        "default), or a response (CSV of curves, matrix file, sensor name), used up to one fitted "
+                        "gain per MSI band")
     e.add_argument("--hsi-scale", type=float, help="divisor bringing the LR-HSI to [0, 1] (default: its maximum)")
     e.add_argument("--msi-scale", type=float, help="divisor bringing the HR-MSI to [0, 1] (default: its maximum)")
     f = p.add_argument_group("fitting")

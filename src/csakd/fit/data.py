@@ -29,10 +29,11 @@ class WaldCrops(Dataset[Sample]):
         config: the degradation (scale, blur, phase) to apply one scale down.
         crop: crop side in LR-HSI pixels (a multiple of the scale), None for whole images.
         samples_per_epoch, seed: as :class:`~csakd.data.pairs.SimulatedPairs`.
+        kernel: the PSF (k, k, summing to 1) to use instead of the config's Gaussian.
     """
 
     def __init__(self, lr: np.ndarray, msi_lr: np.ndarray, config: DegradationConfig, *, crop: int | None,
-                 samples_per_epoch: int, seed: int, augment: bool = True) -> None:
+                 samples_per_epoch: int, seed: int, augment: bool = True, kernel: np.ndarray | None = None) -> None:
         bands, msi_bands = int(lr.shape[0]), int(msi_lr.shape[0])
         if tuple(lr.shape[-2:]) != tuple(msi_lr.shape[-2:]):
             raise InputError(f"lr {tuple(lr.shape)} and msi_lr {tuple(msi_lr.shape)} must share the LR grid")
@@ -40,6 +41,8 @@ class WaldCrops(Dataset[Sample]):
         pick[:, bands:] = np.eye(msi_bands)
         degradation = Degradation(config, SpectralResponse.from_matrix(pick, normalize=False,
                                                                        source="the scene's degraded HR-MSI"))
+        if kernel is not None:  # an estimated PSF of any shape replaces the config's Gaussian
+            degradation.kernel = torch.as_tensor(np.asarray(kernel, dtype=np.float64))
         scene = np.concatenate([lr, msi_lr]).astype(np.float32)
         self.bands = bands
         self.pairs = SimulatedPairs([scene], degradation, crop=crop, augment=augment,

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
 from csakd.degradation import gaussian_kernel
-from csakd.degradation.estimate import degrade, estimate_gaussian_blur, estimate_response
+from csakd.degradation.estimate import degrade, estimate_gaussian_blur
 from csakd.errors import InputError
 from csakd.metrics import cc, compute_metrics, psnr, rmse, sam, ssim
 
@@ -27,14 +27,21 @@ class SceneEstimates:
 
     Attributes:
         scale, phase: the grids' ratio and the decimation phase.
-        sigma: the Gaussian blur's sigma (HR pixels); ``kernel`` the (k, k) kernel, summing to 1.
-        blur_residual: the share of the variance of ``S(Z)`` that ``[Y, 1]`` leaves unexplained at this blur
-            (0 is a perfect fit; the blur and phase minimise it).
+        sigma: the sigma (HR pixels) of the best isotropic Gaussian blur (the phase search's, and the
+            Gaussian the network's residual base uses).
+        kernel: the PSF (k, k), summing to 1: estimated jointly with the response (``kernel_source`` "joint",
+            any shape) or the Gaussian of ``sigma`` ("gaussian": a given ``--blur-sigma``).
+        blur_residual: the share of the variance of ``S(Z)`` that ``[Y, 1]`` leaves unexplained at the
+            Gaussian blur (the phase search's score).
         phase_scores: per phase tried, its best sigma and that residual.
-        response: ``R`` (c, C) in normalised units: ``Z / msi_scale ~ R Y / hsi_scale``.
-        response_source: ``estimated (NNLS)`` or the given spec.
-        response_residual: per MSI band, the share of the variance of ``S(Z)_k`` that ``R_k Y`` leaves
-            unexplained (no offset: the observation model has none).
+        response: ``R`` (c, C) in normalised units, rows unnormalised (each MSI band's gain is in its row):
+            ``Z / msi_scale ~ R Y / hsi_scale + offset``.
+        offset: per MSI band (normalised MSI units).
+        response_source: ``estimated`` or the given spec.
+        response_residual: per MSI band, the share of the variance of ``S(Z)_k`` that ``R_k Y + o_k`` leaves
+            unexplained, with the final PSF.
+        residual_db, residual_db_per_band: the same over all bands and per band, in dB
+            (``10 log10`` of the share; more negative is a better fit); ``history_db`` per alternation.
         response_gain: per MSI band, the gain fitted to a given response (None when estimated).
     """
 
@@ -48,23 +55,39 @@ class SceneEstimates:
     response_source: str
     response_residual: list[float]
     response_gain: list[float] | None = None
+    offset: np.ndarray | None = None
+    kernel_source: str = "gaussian"
+    residual_db: float = 0.0
+    residual_db_per_band: list[float] = field(default_factory=list)
+    history_db: list[float] = field(default_factory=list)
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """The per-band offsets (zeros when none was fitted)."""
+        return np.zeros(self.response.shape[0]) if self.offset is None else np.asarray(self.offset)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "scale": self.scale,
             "phase": self.phase,
-            "blur": {"kind": "gaussian", "sigma_hr_pixels": self.sigma, "kernel_size": int(self.kernel.shape[0]),
+            "blur": {"kind": self.kernel_source, "gaussian_sigma_hr_pixels": self.sigma,
+                     "sigma_hr_pixels": self.sigma, "kernel_size": int(self.kernel.shape[0]),
+                     "kernel": self.kernel.tolist(),
                      "relative_residual": self.blur_residual,
                      "phases_tried": {str(p): v for p, v in self.phase_scores.items()}},
             "response": {
                 "source": self.response_source,
-                "units": "normalised: hr_msi / msi_scale ~ R @ lr_hsi / hsi_scale",
+                "units": "normalised: hr_msi / msi_scale ~ R @ lr_hsi / hsi_scale + offset",
                 "matrix": self.response.tolist(),
+                "offset": self.offsets.tolist(),
                 "row_sums": self.response.sum(axis=1).tolist(),
                 "peak_band": [int(i) for i in self.response.argmax(axis=1)],
                 "relative_residual_per_msi_band": self.response_residual,
                 "gain_per_msi_band": self.response_gain,
             },
+            "model_residual_db": {"all_bands": self.residual_db, "per_msi_band": self.residual_db_per_band,
+                                  "per_alternation": self.history_db,
+                                  "definition": "10 log10(|S(Z) - R Y - o|^2 / |S(Z) - mean|^2), LR pixels"},
         }
 
 
@@ -100,19 +123,27 @@ def estimate_scene(
     phase: int | None = None,
     sigma: float | None = None,
     response: np.ndarray | None = None,
-    response_source: str = "estimated (NNLS)",
+    response_source: str = "estimated",
+    psf: str = "estimate",
 ) -> SceneEstimates:
-    """Estimate the blur, the decimation phase and the spectral response of a pair (both normalised).
+    """Estimate the PSF, the decimation phase, the spectral response and per-band offsets of a normalised pair.
 
-    For each phase (``phase``, or all of 0..scale-1) the Gaussian blur is estimated
-    (:func:`~csakd.degradation.estimate.estimate_gaussian_blur`; or the given ``sigma`` is used) and scored by the
-    share of the variance of ``S(Z)`` left unexplained by ``[Y, 1]``; the phase with the smallest wins. ``R`` is
-    then estimated by NNLS between ``S(Z)`` and ``Y``, or, when ``response`` (c, C) is given, each of its rows
-    is scaled by the least-squares gain.
+    1. For each phase (``phase``, or all of 0..scale-1) the best isotropic Gaussian blur is found
+       (:func:`~csakd.degradation.estimate.estimate_gaussian_blur`; or the given ``sigma`` is used) and scored
+       by the share of the variance of ``S(Z)`` left unexplained by ``[Y, 1]``; the phase with the smallest wins.
+    2. From that Gaussian, the PSF (any shape, on a support of ``2 ceil(1.5 scale) + 1`` pixels or the
+       Gaussian's if larger), the non-negative response (each row unnormalised) and an offset per MSI band are
+       estimated jointly (:func:`~csakd.degradation.estimate.estimate_degradation`). With ``sigma`` given or
+       ``psf="gaussian"`` the Gaussian is kept and only the response and offsets are fitted. With ``response``
+       (c, C) given, each of its rows is scaled by a fitted gain.
 
     Shape:
         - lr: (C, h, w); msi: (c, h scale, w scale), float64
     """
+    from csakd.degradation.estimate import estimate_degradation
+
+    if psf not in ("estimate", "gaussian"):
+        raise InputError(f"psf {psf!r}: expected 'estimate' or 'gaussian'")
     lr = lr.to(torch.float64)
     msi = msi.to(torch.float64)
     hr_shape = (int(msi.shape[-2]), int(msi.shape[-1]))
@@ -129,29 +160,31 @@ def estimate_scene(
         log.info("fit-scene: phase %d: blur sigma %.3f, relative residual %.4g", p, s_p,
                  scores[p]["relative_residual"])
     best = min(scores, key=lambda p: scores[p]["relative_residual"])
-    kernel = kernels[best]
-    msi_lr = degrade(msi, kernel, scale, best)
-    y = lr.reshape(lr.shape[0], -1).T
-    z = msi_lr.reshape(msi_lr.shape[0], -1).T
-    gains: list[float] | None = None
-    if response is None:
-        r = estimate_response(lr, msi_lr)
-    else:
-        r0 = np.array(response, dtype=np.float64)  # a writable copy
-        if r0.shape != (msi.shape[0], lr.shape[0]):
-            raise InputError(f"the response is {r0.shape[0]}x{r0.shape[1]} but the pair has {msi.shape[0]} MSI "
+    gaussian = kernels[best]
+    shape: np.ndarray | None = None
+    if response is not None:
+        shape = np.array(response, dtype=np.float64)  # a writable copy
+        if shape.shape != (msi.shape[0], lr.shape[0]):
+            raise InputError(f"the response is {shape.shape[0]}x{shape.shape[1]} but the pair has {msi.shape[0]} MSI "
                              f"and {lr.shape[0]} HSI bands: expected ({msi.shape[0]}, {lr.shape[0]})")
-        pred = y @ torch.from_numpy(r0).T  # (n, c)
-        g = ((pred * z).sum(dim=0) / pred.square().sum(dim=0).clamp_min(1e-300)).numpy()
-        gains = [float(v) for v in g]
-        r = r0 * g[:, None]
-    pred = y @ torch.from_numpy(r).T
-    var = (z - z.mean(dim=0)).square().sum(dim=0).clamp_min(1e-300)
-    residual = ((z - pred).square().sum(dim=0) / var).tolist()
+    joint = sigma is None and psf == "estimate"
+    size = int(gaussian.shape[0])
+    if joint:
+        size = min(max(size, 2 * math.ceil(1.5 * scale) + 1), 2 * (min(hr_shape) - 1) + 1)
+    fit = estimate_degradation(lr, msi, scale, best, kernel_size=size, init_kernel=gaussian, response_shape=shape,
+                               fit_kernel=joint)
+    kernel = fit.kernel if joint else gaussian.numpy()
+    r = fit.response
+    gains: list[float] | None = None
+    if shape is not None:
+        gains = [float(r[b].sum() / shape[b].sum()) if shape[b].sum() > 0 else 0.0 for b in range(r.shape[0])]
+    residual = [float(10 ** (v / 10)) for v in fit.residual_db_per_band]
     return SceneEstimates(
-        scale=scale, phase=best, sigma=scores[best]["sigma"], kernel=kernel.numpy(),
+        scale=scale, phase=best, sigma=scores[best]["sigma"], kernel=np.ascontiguousarray(kernel),
         blur_residual=scores[best]["relative_residual"], phase_scores=scores, response=r,
-        response_source=response_source, response_residual=[float(v) for v in residual], response_gain=gains,
+        response_source=response_source, response_residual=residual, response_gain=gains, offset=fit.offset,
+        kernel_source="joint" if joint else "gaussian", residual_db=fit.residual_db,
+        residual_db_per_band=fit.residual_db_per_band, history_db=fit.history_db,
     )
 
 
@@ -176,9 +209,10 @@ def spectral_consistency(
 
 
 def spatial_consistency(
-    fused: torch.Tensor, msi: torch.Tensor, response: np.ndarray, *, units: float = 1.0
+    fused: torch.Tensor, msi: torch.Tensor, response: np.ndarray, *, units: float = 1.0,
+    offset: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """The fused image through the response (``R X``) against the HR-MSI ``Z``, both normalised.
+    """The fused image through the response (``R X + offset``) against the HR-MSI ``Z``, both normalised.
 
     Returns PSNR (per-band peak), RMSE (times ``units``), CC (mean correlation per band,
     :func:`csakd.metrics.cc`), SSIM (data range 1) and SAM (degrees, over the MSI bands).
@@ -189,6 +223,8 @@ def spatial_consistency(
     r = torch.tensor(np.array(response, dtype=np.float64))
     x = fused.to(torch.float64)
     pred = (r @ x.reshape(x.shape[0], -1)).reshape(r.shape[0], *x.shape[-2:])
+    if offset is not None:
+        pred = pred + torch.as_tensor(np.asarray(offset, dtype=np.float64))[:, None, None]
     z = msi.to(torch.float64)
     return {
         "psnr": float(psnr(pred, z)[0]),

@@ -13,7 +13,7 @@ import torch
 from csakd.degradation.estimate import degrade
 from csakd.fit.estimates import SceneEstimates
 
-__all__ = ["write_figures"]
+__all__ = ["estimates_figure", "write_figures"]
 
 
 def _rgb(cube: np.ndarray, picks: Sequence[int], reference: np.ndarray) -> np.ndarray:
@@ -30,6 +30,34 @@ def _save(fig: Any, path: Path) -> Path:
     FigureCanvasAgg(fig)
     fig.savefig(path, format="png", dpi=110)
     return path
+
+
+def estimates_figure(path: Path, est: SceneEstimates, wavelengths: np.ndarray | None) -> Path:
+    """Each MSI band's estimated response against wavelength (with its offset and fit residual) and the PSF."""
+    from matplotlib.figure import Figure
+
+    r = est.response
+    x_axis = wavelengths if wavelengths is not None else np.arange(r.shape[1])
+    fig = Figure(figsize=(10, 3.6), layout="constrained")
+    a, b = fig.subplots(1, 2, width_ratios=[1.6, 1])
+    per_band = est.residual_db_per_band or [float("nan")] * r.shape[0]
+    for k in range(r.shape[0]):
+        a.plot(x_axis, r[k], marker=".", label=f"MSI band {k}: offset {est.offsets[k]:+.3g}, residual "
+                                               f"{per_band[k]:.1f} dB")
+    a.set_xlabel("wavelength (nm)" if wavelengths is not None else "HSI band", fontsize=8)
+    a.set_ylabel("response (normalised units, unnormalised rows)", fontsize=8)
+    a.set_title(f"response ({est.response_source})", fontsize=9)
+    a.legend(fontsize=7)
+    a.grid(True, alpha=0.3)
+    a.tick_params(labelsize=7)
+    image = b.imshow(est.kernel, cmap="viridis", interpolation="nearest")
+    fig.colorbar(image, ax=b, shrink=0.85)
+    b.set_title(f"PSF ({est.kernel_source}, {est.kernel.shape[0]}x{est.kernel.shape[1]} HR px, phase {est.phase})",
+                fontsize=9)
+    b.tick_params(labelsize=7)
+    fig.suptitle(f"estimated degradation: S(Z) = R Y + o leaves {est.residual_db:.1f} dB of the degraded MSI's "
+                 "variance unexplained", fontsize=10)
+    return _save(fig, path)
 
 
 def write_figures(
@@ -70,6 +98,7 @@ def write_figures(
         note = "/".join(f"{wavelengths[p]:.0f}" for p in picks) + " nm"
     fig.suptitle(f"HSI composites (R/G/B = {note}, on the LR-HSI's stretch) and the HR-MSI", fontsize=10)
     written.append(_save(fig, rdir / "composite.png"))
+    written.append(estimates_figure(rdir / "estimates.png", est, wavelengths))
 
     # spectral consistency: each result degraded back, against the LR-HSI (errors in the LR-HSI's units)
     back = {n: degrade(results[n], torch.from_numpy(est.kernel), s, est.phase).numpy() * hsi_scale for n in order[::-1]}
@@ -79,7 +108,8 @@ def write_figures(
 
     # spatial consistency: R X against the HR-MSI, per-pixel RMSE over the MSI bands (the MSI's units)
     r = est.response
-    maps = {n: np.sqrt(np.mean((np.tensordot(r, cubes[n], axes=(1, 0)) - msi) ** 2, axis=0)) * msi_scale
+    off = est.offsets[:, None, None]
+    maps = {n: np.sqrt(np.mean((np.tensordot(r, cubes[n], axes=(1, 0)) + off - msi) ** 2, axis=0)) * msi_scale
             for n in order[::-1]}
     vmax = float(np.percentile(np.concatenate([m.ravel() for m in maps.values()]), 99)) or 1.0
     fig = Figure(figsize=(3.4 * len(maps) + 0.8, 3.8), layout="constrained")

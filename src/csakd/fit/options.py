@@ -30,6 +30,8 @@ class FitOptions:
         phase: the decimation phase (LR pixel i on HR pixel ``scale i + phase``); None tries 0..scale-1 and
             keeps the one whose blur fit leaves the smallest residual.
         blur_sigma: the Gaussian blur's sigma in HR pixels; None estimates it.
+        psf: ``"estimate"``: the PSF (any shape) estimated jointly with the response and offsets;
+            ``"gaussian"``: an isotropic Gaussian (the best sigma, or ``blur_sigma``).
         response: ``"estimate"`` (NNLS), or a spectral response spec for
             :func:`~csakd.degradation.resolve_response` (a CSV of curves, a matrix file, a sensor name); a given
             response is used up to one gain per MSI band, fitted by least squares.
@@ -58,6 +60,7 @@ class FitOptions:
     scale: int | None = None
     phase: int | None = None
     blur_sigma: float | None = None
+    psf: str = "estimate"
     response: str = "estimate"
     hsi_scale: float | None = None
     msi_scale: float | None = None
@@ -113,6 +116,8 @@ class FitOptions:
                 raise InputError(f"{key} {getattr(self, key)}: expected a positive integer")
         if not 0 <= self.holdout < 0.5:
             raise InputError(f"holdout {self.holdout}: expected a share of the columns in [0, 0.5)")
+        if self.psf not in ("estimate", "gaussian"):
+            raise InputError(f"psf {self.psf!r}: expected estimate or gaussian")
         if self.blur_sigma is not None and not (math.isfinite(self.blur_sigma) and self.blur_sigma > 0):
             raise InputError(f"blur sigma {self.blur_sigma}: expected a positive number of HR pixels")
         for key in ("hsi_scale", "msi_scale"):
@@ -136,7 +141,8 @@ def command_line(lr: str | Path, msi: str | Path, out: str | Path, report_dir: s
     defaults = FitOptions()
     tokens = ["csakd", "fit-scene", "--lr", str(lr), "--msi", str(msi), "--out", str(out), "--report-dir",
               str(report_dir)]
-    flags = {"scale": "--scale", "phase": "--phase", "blur_sigma": "--blur-sigma", "response": "--response",
+    flags = {"scale": "--scale", "phase": "--phase", "blur_sigma": "--blur-sigma", "psf": "--psf",
+             "response": "--response",
              "hsi_scale": "--hsi-scale", "msi_scale": "--msi-scale", "preset": "--preset", "minutes": "--minutes",
              "steps": "--steps", "batch_size": "--batch-size", "crop": "--crop", "learning_rate": "--learning-rate",
              "holdout": "--holdout", "tile": "--tile", "device": "--device", "seed": "--seed",

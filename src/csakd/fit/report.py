@@ -11,10 +11,12 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     """A short plain-text summary of a report: estimates, consistency and Wald metrics, time."""
     est = report["estimates"]
     m = report["metrics"]
+    model_db = est.get("model_residual_db", {})
     lines = [
-        f"estimates: x{est['scale']}, phase {est['phase']}, blur sigma {est['blur']['sigma_hr_pixels']:.2f} HR px "
-        f"(residual {est['blur']['relative_residual']:.3g}), response residual per MSI band "
-        + ", ".join(f"{v:.3g}" for v in est["response"]["relative_residual_per_msi_band"]),
+        f"estimates: x{est['scale']}, phase {est['phase']}, PSF {est['blur']['kind']} {est['blur']['kernel_size']}x"
+        f"{est['blur']['kernel_size']} (Gaussian sigma {est['blur']['sigma_hr_pixels']:.2f} HR px); the model "
+        f"S(Z) = R Y + o leaves {model_db.get('all_bands', float('nan')):.1f} dB of the degraded MSI's variance "
+        "(per MSI band " + ", ".join(f"{v:.1f}" for v in model_db.get("per_msi_band", [])) + " dB)",
         f"{'spectral consistency':<22}{'PSNR dB':>9}{'SAM deg':>9}{'ERGAS':>8}{'RMSE (LR-HSI units)':>21}",
     ]
     for name, v in m["spectral_consistency"].items():

@@ -202,12 +202,14 @@ def _fit_scene(lr_path: Path, msi_path: Path, out: Path, rdir: Path, opts: FitOp
     lr01 = _t(lr_cube.data / hsi_scale)
     msi01 = _t(msi_cube.data / msi_scale)
     est = estimate_scene(lr01, msi01, scale, phase=opts.phase, sigma=opts.blur_sigma, response=given_response,
-                         response_source="estimated (NNLS)" if given_response is None else str(opts.response))
+                         psf=opts.psf, response_source=str(opts.response) if given_response is not None
+                         else "estimated (non-negative, with the PSF and offsets)")
     timings["estimate"] = time.perf_counter() - t0
     log.info("fit-scene: x%d, phase %d, blur sigma %.3f HR pixels (residual %.3g); response residuals %s",
              scale, est.phase, est.sigma, est.blur_residual, [round(r, 4) for r in est.response_residual])
     _warn_about_fit(est, msi01)
     kernel = torch.from_numpy(est.kernel)
+    msi_corr = msi01 - torch.as_tensor(est.offsets)[:, None, None]  # R X = Z - o, for methods that use R
     msi_lr = degrade(msi01, kernel, scale, est.phase)  # S(Z): the LR-MSI on the LR-HSI grid
     llr = degrade(lr01, kernel, scale, est.phase)  # S(Y): the LLR-HSI
 
@@ -218,6 +220,7 @@ def _fit_scene(lr_path: Path, msi_path: Path, out: Path, rdir: Path, opts: FitOp
                                 phase=est.phase)
     per_epoch, epochs = _training_budget(opts)
     train_set = WaldCrops(lr01[:, :, :train_w].numpy(), msi_lr[:, :, :train_w].numpy(), deg_cfg, crop=crop,
+                          kernel=est.kernel,
                           samples_per_epoch=per_epoch * opts.batch_size, seed=opts.seed)
     v0 = train_w if hold else 0
     val_item = {"lr_hsi": llr[:, :, v0 // scale:].float(), "hr_msi": msi_lr[:, :, v0:].float(),
@@ -273,7 +276,7 @@ def _fit_scene(lr_path: Path, msi_path: Path, out: Path, rdir: Path, opts: FitOp
         if name == "bicubic":
             continue
         tb = time.perf_counter()
-        results[name] = _t(get_baseline(name)(lr01, msi01, scale, response=est.response, phase=est.phase,
+        results[name] = _t(get_baseline(name)(lr01, msi_corr, scale, response=est.response, phase=est.phase,
                                                blur_kernel=est.kernel).numpy())
         check_result(results[name].numpy(), f"the output of the baseline {name}", target=out,
                      cause=f"{name} failed numerically on this pair (its inputs are finite); leave it out with "
@@ -292,7 +295,8 @@ def _fit_scene(lr_path: Path, msi_path: Path, out: Path, rdir: Path, opts: FitOp
     t0 = time.perf_counter()
     spectral = {name: spectral_consistency(x, lr01, est.kernel, scale, est.phase, units=hsi_scale)
                 for name, x in results.items()}
-    spatial = {name: spatial_consistency(x, msi01, est.response, units=msi_scale) for name, x in results.items()}
+    spatial = {name: spatial_consistency(x, msi01, est.response, units=msi_scale, offset=est.offsets)
+               for name, x in results.items()}
     timings["metrics"] = time.perf_counter() - t0
 
     # ------------------------------------------------------------------ figures and report
@@ -366,13 +370,14 @@ def _wald_metrics(
     from csakd.normalization import from_network, to_network
 
     s = est.scale
+    off = torch.as_tensor(est.offsets)[:, None, None]
     model = model.to(device).eval()
     out, _ = model(to_network(llr.float()[None].to(device)), to_network(msi_lr.float()[None].to(device)))
     preds: dict[str, torch.Tensor] = {"fitted": from_network(out.float())[0].cpu().double(),
                                       "bicubic": upsample_in_phase(llr, s, est.phase)}
     for name in baselines:
         if name != "bicubic":
-            preds[name] = _t(get_baseline(name)(llr, msi_lr, s, response=est.response, phase=est.phase,
+            preds[name] = _t(get_baseline(name)(llr, msi_lr - off, s, response=est.response, phase=est.phase,
                                                 blur_kernel=est.kernel).numpy())
     regions = {"whole": slice(0, None)}
     if v0:
