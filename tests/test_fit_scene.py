@@ -125,9 +125,9 @@ def test_fit_scene_writes_the_fused_image_report_figures_and_a_loadable_checkpoi
     assert report["training"]["steps"] == 12
     metrics = report["metrics"]
     for kind in ("spectral_consistency", "spatial_consistency"):
-        assert set(metrics[kind]) == {"fitted", "bicubic", "gsa"}
+        assert set(metrics[kind]) == {"fitted", "base", "bicubic", "gsa"}
         assert all(np.isfinite(v) for m in metrics[kind].values() for v in m.values())
-    assert set(metrics["wald_validation"]["heldout"]) == {"fitted", "bicubic", "gsa"}
+    assert set(metrics["wald_validation"]["heldout"]) == {"fitted", "base", "bicubic", "gsa"}
     first, last = metrics["wald_validation"]["columns"]["heldout"]
     assert last == 32 and (last - first) % SCALE == 0 and last - first >= 8  # a strip on the right, on LLR pixels
     # noise-free data whose MSI is an exact mix of the HSI bands: GSA reproduces the MSI far better than bicubic
@@ -172,7 +172,7 @@ def test_houston_pair_from_one_mat_file(tmp_path: Path, capsys: pytest.CaptureFi
     assert report["estimates"]["blur"]["sigma_hr_pixels"] == 2.0
     assert len(report["estimates"]["response"]["gain_per_msi_band"]) == 3
     assert "fit-scene" in report["command"] and "--lr-variable hyprImg" in report["command"]
-    assert set(report["metrics"]["spectral_consistency"]) == {"fitted", "bicubic"}
+    assert set(report["metrics"]["spectral_consistency"]) == {"fitted", "base", "bicubic"}
     assert (report_dir / "model" / "student.pt").exists()
 
 

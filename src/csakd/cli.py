@@ -479,6 +479,7 @@ def cmd_fit_scene(args: argparse.Namespace) -> int:
         model_overrides={"nf": args.nf, "gc": args.gc, "blocks": args.blocks, "fusion": args.fusion},
         minutes=args.minutes if args.minutes is not None else (None if args.steps else 3.0), steps=args.steps,
         batch_size=args.batch_size, crop=args.crop, learning_rate=args.learning_rate, holdout=args.holdout,
+        fit=args.fit, full_learning_rate=args.full_learning_rate, force_fit=args.force_fit,
         baselines=tuple(b for b in (args.baseline or ["gsa"]) if b.lower() != "none"), tile=args.tile,
         device=args.device, seed=args.seed, threads=args.threads,
         variable_lr=args.lr_variable or args.variable, variable_msi=args.msi_variable or args.variable,
@@ -839,6 +840,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--hsi-scale", type=float, help="divisor bringing the LR-HSI to [0, 1] (default: its maximum)")
     e.add_argument("--msi-scale", type=float, help="divisor bringing the HR-MSI to [0, 1] (default: its maximum)")
     f = p.add_argument_group("fitting")
+    f.add_argument("--fit", choices=["full", "reduced", "both"], default="full",
+                   help="full: fit at full scale to the observation model (S(X) ~ LR-HSI, R X + o ~ HR-MSI), from the "
+                        "network's base (default); reduced: Wald's protocol one scale down; both: reduced, then "
+                        "full from it (the budget split in two)")
+    f.add_argument("--force-fit", action="store_true",
+                   help="write the fitted image even when it is less consistent than its base on the held-out "
+                        "columns (by default the base is written then, and the report says so)")
+    f.add_argument("--full-learning-rate", type=float, default=1e-4,
+                   help="Adam's learning rate of the full-scale fit (default 1e-4)")
     f.add_argument("--preset", default="lite", help=f"network preset: {_PRESET_NAMES} (default lite)")
     f.add_argument("--nf", type=int, help="feature width (default: the preset's, lite 32)")
     f.add_argument("--gc", type=int, help="growth width (default: the preset's, lite 16)")

@@ -192,6 +192,7 @@ def estimate_degradation(
     max_pixels: int = 40_000,
     min_pixels: int | None = None,
     tol_db: float = 1e-3,
+    valid: torch.Tensor | np.ndarray | None = None,
 ) -> JointEstimate:
     """Estimate the PSF ``k``, the response ``R`` and offsets ``o`` of ``S_k(Z) = R Y + o`` by alternation.
 
@@ -211,10 +212,10 @@ def estimate_degradation(
     the corresponding Gram matrix (so they do not depend on the data's units or size). It starts from
     ``init_kernel`` (e.g. the Gaussian of :func:`estimate_gaussian_blur`, padded or cropped to K), stops after
     ``iterations`` or when the residual improves by less than ``tol_db``. At most ``max_pixels`` LR pixels are
-    used (a regular subsample).
+    used (a regular subsample), and only those where ``valid`` (h, w), when given, is True (e.g. not nodata).
 
     Raises:
-        InputError: fewer LR pixels than ``min_pixels`` (default: 4 (C + 1) and K^2 + 1): too few to estimate
+        InputError: fewer (valid) LR pixels than ``min_pixels`` (default: 4 (C + 1) and K^2 + 1): too few to estimate
             a response of C bands and a K x K PSF.
 
     Shape:
@@ -228,17 +229,22 @@ def estimate_degradation(
         raise InputError(f"kernel_size {kernel_size}: expected a positive odd number of HR pixels")
     kernel_size = min(kernel_size, 2 * (min(msi.shape[-2:]) - 1) + 1)
     n_all = h * w
+    ok = torch.ones(h, w, dtype=torch.bool) if valid is None else torch.as_tensor(np.asarray(valid, dtype=bool))
+    if tuple(ok.shape) != (h, w):
+        raise InputError(f"valid mask {tuple(ok.shape)}: expected the LR grid ({h}, {w})")
+    n_valid = int(ok.sum())
     need = min_pixels if min_pixels is not None else max(4 * (c_hsi + 1), kernel_size**2 + 1 if fit_kernel else 0)
-    if n_all < need:
+    if n_valid < need:
+        what = f"{n_valid} valid pixels (of {n_all})" if valid is not None else f"{n_all} pixels"
         raise InputError(
-            f"the LR-HSI has {n_all} pixels: too few to estimate a response of {c_hsi} bands"
+            f"the LR-HSI has {what}: too few to estimate a response of {c_hsi} bands"
             + (f" and a {kernel_size}x{kernel_size} PSF" if fit_kernel else "")
             + f" from the pair (at least {need} needed): use a larger overlap, or give the response and the blur"
         )
-    step = max(1, math.ceil(math.sqrt(n_all / max_pixels)))
+    step = max(1, math.ceil(math.sqrt(n_valid / max_pixels)))
     keep = torch.zeros(h, w, dtype=torch.bool)
     keep[::step, ::step] = True
-    keep_flat = keep.reshape(-1)
+    keep_flat = (keep & ok).reshape(-1)
     y = lr.reshape(c_hsi, -1)[:, keep_flat].T.numpy()  # (n, C)
     n = y.shape[0]
     design = _unfold_design(msi, kernel_size, scale, phase).reshape(c_msi, n_all, -1)[:, keep_flat]  # (c, n, K^2)

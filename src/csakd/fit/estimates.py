@@ -18,7 +18,10 @@ from csakd.metrics import cc, compute_metrics, psnr, rmse, sam, ssim
 
 log = logging.getLogger("csakd.fit")
 
-__all__ = ["SceneEstimates", "estimate_scene", "spatial_consistency", "spectral_consistency"]
+__all__ = [
+    "SceneEstimates", "check_msi_wavelengths", "check_same_scene", "estimate_scene", "spatial_consistency",
+    "spectral_consistency",
+]
 
 
 @dataclass
@@ -125,6 +128,7 @@ def estimate_scene(
     response: np.ndarray | None = None,
     response_source: str = "estimated",
     psf: str = "estimate",
+    valid: np.ndarray | None = None,
 ) -> SceneEstimates:
     """Estimate the PSF, the decimation phase, the spectral response and per-band offsets of a normalised pair.
 
@@ -135,7 +139,8 @@ def estimate_scene(
        Gaussian's if larger), the non-negative response (each row unnormalised) and an offset per MSI band are
        estimated jointly (:func:`~csakd.degradation.estimate.estimate_degradation`). With ``sigma`` given or
        ``psf="gaussian"`` the Gaussian is kept and only the response and offsets are fitted. With ``response``
-       (c, C) given, each of its rows is scaled by a fitted gain.
+       (c, C) given, each of its rows is scaled by a fitted gain. Only LR pixels where ``valid`` (h, w) is True
+       (when given) enter this estimate; too few of them is an :class:`InputError`.
 
     Shape:
         - lr: (C, h, w); msi: (c, h scale, w scale), float64
@@ -172,7 +177,7 @@ def estimate_scene(
     if joint:
         size = min(max(size, 2 * math.ceil(1.5 * scale) + 1), 2 * (min(hr_shape) - 1) + 1)
     fit = estimate_degradation(lr, msi, scale, best, kernel_size=size, init_kernel=gaussian, response_shape=shape,
-                               fit_kernel=joint)
+                               fit_kernel=joint, valid=valid)
     kernel = fit.kernel if joint else gaussian.numpy()
     r = fit.response
     gains: list[float] | None = None
@@ -233,6 +238,41 @@ def spatial_consistency(
         "ssim": float(ssim(pred, z)[0]),
         "sam": float(sam(pred, z)[0]),
     }
+
+
+#: The model residual (dB) above which the two images are taken not to show the same scene: ``S(Z) = R Y + o``
+#: leaves more than 80% of the degraded MSI's variance unexplained.
+UNRELATED_DB = -1.0
+
+
+def check_same_scene(est: SceneEstimates) -> None:
+    """Raise :class:`InputError` when the estimated linear model explains almost nothing of the degraded MSI:
+    the pair does not overlap (different scenes, a wrong crop, a large misregistration)."""
+    if est.residual_db > UNRELATED_DB:
+        raise InputError(
+            f"the LR-HSI explains only {100 * (1 - 10 ** (est.residual_db / 10)):.0f}% of the degraded HR-MSI's "
+            f"variance (model residual {est.residual_db:.1f} dB, at best over the blurs and phases tried): the two "
+            "images do not seem to overlap (different scenes or areas, or misregistered by more than the PSF "
+            "support); check the pair, or crop both to the common area"
+        )
+
+
+def check_msi_wavelengths(msi_wavelengths: np.ndarray | None, hsi_wavelengths: np.ndarray | None) -> None:
+    """Raise :class:`InputError` when an HR-MSI band's centre lies outside the LR-HSI's wavelength range (both
+    known): its response cannot be made of the HSI's bands. The range is widened by half a band spacing."""
+    if msi_wavelengths is None or hsi_wavelengths is None or len(hsi_wavelengths) < 2:
+        return
+    hw = np.sort(np.asarray(hsi_wavelengths, dtype=np.float64))
+    half = 0.5 * float(np.median(np.diff(hw)))
+    lo, hi = float(hw[0]) - half, float(hw[-1]) + half
+    outside = [(i, float(v)) for i, v in enumerate(np.asarray(msi_wavelengths, dtype=np.float64))
+               if not lo <= v <= hi]
+    if outside:
+        listed = ", ".join(f"band {i} at {v:g} nm" for i, v in outside)
+        raise InputError(
+            f"the HR-MSI has bands outside the LR-HSI's wavelengths ({hw[0]:g}-{hw[-1]:g} nm): {listed}; the "
+            "observation model Z = R X cannot hold for them: drop those bands from the HR-MSI"
+        )
 
 
 def _warn_about_fit(est: SceneEstimates, msi01: torch.Tensor) -> None:

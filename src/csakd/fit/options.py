@@ -42,7 +42,13 @@ class FitOptions:
         minutes, steps: the training budget (either or both; training stops at the first reached).
         batch_size, crop: training batch and crop side, in LR-HSI pixels (the target's side; a multiple of
             the scale, reduced to fit the image).
-        learning_rate: AdamW's rate (warm-up then cosine decay over the budget, csakd's default recipe).
+        learning_rate: AdamW's rate for the reduced-scale fit (warm-up then cosine decay over the budget).
+        fit: ``"full"`` (the network fitted at full scale to the observation model, from its base),
+            ``"reduced"`` (Wald's protocol: ``(S(Y), S(Z)) -> Y``) or ``"both"`` (reduced, then full scale from
+            it; the budget split in two); see :mod:`csakd.fit.fullscale`.
+        full_learning_rate: Adam's rate for the full-scale fit.
+        force_fit: write the fitted image even when it is less consistent than the base on the held-out
+            strip (by default the base is written then).
         holdout: the share of LR-HSI columns (on the right) kept out of training to validate on; 0 validates
             on the whole (training) image.
         steps_per_epoch: steps between validations.
@@ -71,6 +77,9 @@ class FitOptions:
     batch_size: int = 4
     crop: int = 64
     learning_rate: float = 5e-4
+    fit: str = "full"
+    full_learning_rate: float = 1e-4
+    force_fit: bool = False
     holdout: float = 0.2
     steps_per_epoch: int = 25
     baselines: tuple[str, ...] = ("gsa",)
@@ -116,6 +125,10 @@ class FitOptions:
                 raise InputError(f"{key} {getattr(self, key)}: expected a positive integer")
         if not 0 <= self.holdout < 0.5:
             raise InputError(f"holdout {self.holdout}: expected a share of the columns in [0, 0.5)")
+        if self.fit not in ("full", "reduced", "both"):
+            raise InputError(f"fit {self.fit!r}: expected full, reduced or both")
+        if not (math.isfinite(self.full_learning_rate) and self.full_learning_rate > 0):
+            raise InputError(f"full-scale learning rate {self.full_learning_rate}: expected a positive number")
         if self.psf not in ("estimate", "gaussian"):
             raise InputError(f"psf {self.psf!r}: expected estimate or gaussian")
         if self.blur_sigma is not None and not (math.isfinite(self.blur_sigma) and self.blur_sigma > 0):
@@ -145,6 +158,7 @@ def command_line(lr: str | Path, msi: str | Path, out: str | Path, report_dir: s
              "response": "--response",
              "hsi_scale": "--hsi-scale", "msi_scale": "--msi-scale", "preset": "--preset", "minutes": "--minutes",
              "steps": "--steps", "batch_size": "--batch-size", "crop": "--crop", "learning_rate": "--learning-rate",
+             "fit": "--fit", "full_learning_rate": "--full-learning-rate",
              "holdout": "--holdout", "tile": "--tile", "device": "--device", "seed": "--seed",
              "threads": "--threads", "variable_lr": "--lr-variable", "variable_msi": "--msi-variable",
              "layout": "--layout"}
@@ -159,6 +173,8 @@ def command_line(lr: str | Path, msi: str | Path, out: str | Path, report_dir: s
     if tuple(opts.baselines) != defaults.baselines:
         for b in opts.baselines or ("none",):
             tokens += ["--baseline", b]
+    if opts.force_fit:
+        tokens.append("--force-fit")
     if not opts.figures:
         tokens.append("--no-figures")
     if opts.overwrite:

@@ -29,6 +29,12 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     lines.append(f"{'Wald (' + region + ')':<22}{'PSNR dB':>9}{'SAM deg':>9}{'ERGAS':>8}{'RMSE (LR-HSI units)':>21}")
     for name, v in wald[region].items():
         lines.append(f"  {name:<20}{v['psnr']:>9.2f}{v['sam']:>9.3f}{v['ergas']:>8.3f}{v['rmse']:>21.4g}")
+    held = m.get("heldout_consistency")
+    if held:
+        lines.append(f"{'held-out consistency':<22}{'score dB':>9}{'spec dB':>9}{'spat dB':>9}")
+        for name, v in held.items():
+            lines.append(f"  {name:<20}{v['score']:>9.3f}{v['spectral_psnr']:>9.2f}{v['spatial_psnr']:>9.2f}")
+    lines += report.get("decision", {}).get("lines", [])
     t = report["timings_seconds"]
     tr = report["training"]
     lines.append(f"time: {t['total']:.0f} s in all, training {t['train']:.0f} s ({tr['steps']} steps)")

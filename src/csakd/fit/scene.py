@@ -31,6 +31,7 @@ an image can agree with both inputs and still be wrong in detail that neither in
 
 from __future__ import annotations
 
+import copy
 import logging
 import shutil
 import time
@@ -51,10 +52,13 @@ from csakd.fit.data import WaldCrops
 from csakd.fit.estimates import (
     SceneEstimates,
     _warn_about_fit,
+    check_msi_wavelengths,
+    check_same_scene,
     estimate_scene,
     spatial_consistency,
     spectral_consistency,
 )
+from csakd.fit.fullscale import decide, fit_full_scale, heldout_consistency
 from csakd.fit.options import (
     MIN_LR_SIDE,
     FitOptions,
@@ -127,12 +131,12 @@ def fit_scene(
 
 
 def _fit_scene(lr_path: Path, msi_path: Path, out: Path, rdir: Path, opts: FitOptions) -> FitSceneResult:
-    from csakd.checkpoint import load_checkpoint
+    from csakd.checkpoint import load_checkpoint, model_payload, save_payload
     from csakd.devices import resolve_device
     from csakd.envinfo import environment
     from csakd.inference.geo import apply_nodata, check_footprint, output_geo, output_nodata, prepare_nodata
     from csakd.inference.tiled import fuse_tiled_arrays
-    from csakd.models import preset_config
+    from csakd.models import DTSNet, preset_config
     from csakd.normalization import Normalization
     from csakd.train.config import TrainConfig
     from csakd.train.trainer import RunSpec, Trainer
@@ -171,6 +175,7 @@ def _fit_scene(lr_path: Path, msi_path: Path, out: Path, rdir: Path, opts: FitOp
     wavelengths = lr_cube.wavelengths if lr_cube.wavelengths is not None else opts.wavelengths
     if wavelengths is not None and len(wavelengths) != bands:
         raise InputError(f"{len(wavelengths)} wavelengths given for an LR-HSI of {bands} bands")
+    check_msi_wavelengths(msi_cube.wavelengths, wavelengths)
     given_response: np.ndarray | None = None
     if opts.response != "estimate":
         from csakd.degradation import resolve_response
@@ -202,11 +207,13 @@ def _fit_scene(lr_path: Path, msi_path: Path, out: Path, rdir: Path, opts: FitOp
     lr01 = _t(lr_cube.data / hsi_scale)
     msi01 = _t(msi_cube.data / msi_scale)
     est = estimate_scene(lr01, msi01, scale, phase=opts.phase, sigma=opts.blur_sigma, response=given_response,
-                         psf=opts.psf, response_source=str(opts.response) if given_response is not None
+                         psf=opts.psf, valid=_valid_lr(masks),
+                         response_source=str(opts.response) if given_response is not None
                          else "estimated (non-negative, with the PSF and offsets)")
     timings["estimate"] = time.perf_counter() - t0
     log.info("fit-scene: x%d, phase %d, blur sigma %.3f HR pixels (residual %.3g); response residuals %s",
              scale, est.phase, est.sigma, est.blur_residual, [round(r, 4) for r in est.response_residual])
+    check_same_scene(est)
     _warn_about_fit(est, msi01)
     kernel = torch.from_numpy(est.kernel)
     msi_corr = msi01 - torch.as_tensor(est.offsets)[:, None, None]  # R X = Z - o, for methods that use R
@@ -242,24 +249,53 @@ def _fit_scene(lr_path: Path, msi_path: Path, out: Path, rdir: Path, opts: FitOp
     model_dir = rdir / "model"
     if model_dir.exists() and opts.overwrite:
         shutil.rmtree(model_dir)  # a previous run's trainer files (metrics.jsonl would be appended to)
-    trainer = Trainer(spec, train_set, [val_item], model_dir, progress=opts.progress)  # type: ignore[arg-type]
-    try:
-        summary = trainer.fit()
-    finally:
-        trainer.close()
+    model_dir.mkdir(parents=True, exist_ok=True)
+    payload_kw: dict[str, Any] = {
+        "role": "student", "normalization": Normalization("fixed", hsi_scale, msi_scale),
+        "wavelengths": spec.wavelengths, "response": spec.response, "degradation": spec.degradation,
+    }
+    torch.manual_seed(opts.seed)
+    base_model = DTSNet(model_cfg)  # the head's last convolution is zero: the network is its residual base
+    save_payload(model_dir / "base.pt", model_payload(base_model, **payload_kw))
+    minutes = opts.minutes / 2 if (opts.fit == "both" and opts.minutes is not None) else opts.minutes
+    summary: dict[str, Any] = {"mode": opts.fit}
+    fitted: torch.nn.Module = base_model
+    if opts.fit in ("reduced", "both"):
+        spec = replace(spec, train=replace(train_cfg, max_minutes=minutes))
+        trainer = Trainer(spec, train_set, [val_item], model_dir, progress=opts.progress)  # type: ignore[arg-type]
+        try:
+            summary["reduced"] = trainer.fit()
+        finally:
+            trainer.close()
+        summary.update({k: v for k, v in summary["reduced"].items() if k not in summary})
+        if opts.fit == "both":
+            (model_dir / "student.pt").replace(model_dir / "reduced.pt")
+        fitted = load_checkpoint(model_dir / ("reduced.pt" if opts.fit == "both" else "student.pt")).model
+    if opts.fit in ("full", "both"):
+        start = copy.deepcopy(fitted)
+        full = fit_full_scale(start, lr01, msi01, est, train_w=train_w, v0=v0, device=device, minutes=minutes,
+                              steps=opts.steps, batch_size=opts.batch_size, crop=min(crop, 32),
+                              learning_rate=opts.full_learning_rate, validate_every=opts.steps_per_epoch,
+                              seed=opts.seed, start_label="base" if opts.fit == "full" else "reduced-scale fit")
+        summary["full"] = full.summary
+        summary["steps"] = summary.get("steps", 0) + full.summary["steps"]
+        save_payload(model_dir / "student.pt", model_payload(full.model, **payload_kw, step=full.summary["steps"]))
     timings["train"] = time.perf_counter() - t0
-    checkpoint = model_dir / "student.pt"
-    loaded = load_checkpoint(checkpoint)
+    fit_ckpt = model_dir / "student.pt"
+    loaded = load_checkpoint(fit_ckpt)
+    base_loaded = load_checkpoint(model_dir / "base.pt")
 
     # ------------------------------------------------------------------ Wald validation
     t0 = time.perf_counter()
-    wald = _wald_metrics(loaded.model, device, llr, msi_lr, lr01, est, opts.baselines, v0, hsi_scale)
+    wald = _wald_metrics(loaded.model, device, llr, msi_lr, lr01, est, opts.baselines, v0, hsi_scale,
+                         base=base_loaded.model)
     timings["wald_validation"] = time.perf_counter() - t0
 
-    # ------------------------------------------------------------------ full-scale fusion
+    # ------------------------------------------------------------------ full-scale fusion and the decision
     t0 = time.perf_counter()
     fused = fuse_tiled_arrays(loaded, lr_cube.data, msi_cube.data, tile=opts.tile, device=str(device))
-    assert fused is not None
+    fused_base = fuse_tiled_arrays(base_loaded, lr_cube.data, msi_cube.data, tile=opts.tile, device=str(device))
+    assert fused is not None and fused_base is not None
     timings["fuse"] = time.perf_counter() - t0
     from csakd.inference.fuse import nonfinite_weights
 
@@ -267,10 +303,17 @@ def _fit_scene(lr_path: Path, msi_path: Path, out: Path, rdir: Path, opts: FitOp
         f"the fitted network has {nonfinite_weights(loaded.model)} non-finite weight(s): its training diverged "
         "(try a lower --learning-rate)" if nonfinite_weights(loaded.model) else
         "the inputs and the fitted weights are finite, so the network overflowed"))
+    check_result(fused_base, "the residual base's image", target=out,
+                 cause="the inputs are finite, so the base's regression overflowed")
+    decision = decide(_t(fused / hsi_scale), _t(fused_base / hsi_scale), lr01, msi01, est, v0, force=opts.force_fit)
+    for line in decision["lines"]:
+        (log.info if decision["written"] == "fitted" else log.warning)("fit-scene: %s", line)
+    checkpoint = fit_ckpt if decision["written"] == "fitted" else model_dir / "base.pt"
+    chosen = fused if decision["written"] == "fitted" else fused_base
 
     # ------------------------------------------------------------------ baselines and consistency
     t0 = time.perf_counter()
-    results: dict[str, torch.Tensor] = {"fitted": _t(fused / hsi_scale),
+    results: dict[str, torch.Tensor] = {"fitted": _t(fused / hsi_scale), "base": _t(fused_base / hsi_scale),
                                         "bicubic": upsample_in_phase(lr01, scale, est.phase)}
     for name in opts.baselines:
         if name == "bicubic":
@@ -286,7 +329,7 @@ def _fit_scene(lr_path: Path, msi_path: Path, out: Path, rdir: Path, opts: FitOp
     # the fused image is written only once every result is known to be finite
     t0 = time.perf_counter()
     geo = output_geo(msi_cube.geo, masks)
-    written = np.array(fused, copy=True) if masks.active else fused
+    written = np.array(chosen, copy=True) if masks.active else chosen
     apply_nodata(written, masks.hr_window(slice(0, msi_cube.height), slice(0, msi_cube.width)), output_nodata(geo))
     write_cube(out, Cube(written, wavelengths=wavelengths, band_names=lr_cube.band_names, geo=geo,
                          source=str(lr_path)), overwrite=opts.overwrite)
@@ -336,7 +379,9 @@ def _fit_scene(lr_path: Path, msi_path: Path, out: Path, rdir: Path, opts: FitOp
             "threads": torch.get_num_threads(), "seed": opts.seed,
         },
         "training": summary,
+        "decision": decision,
         "metrics": {
+            "heldout_consistency": {name: heldout_consistency(x, lr01, msi01, est, v0) for name, x in results.items()},
             "spectral_consistency": spectral,
             "spatial_consistency": spatial,
             "wald_validation": wald,
@@ -352,7 +397,9 @@ def _fit_scene(lr_path: Path, msi_path: Path, out: Path, rdir: Path, opts: FitOp
                                    "training pixels)",
             },
         },
-        "outputs": {"fused": str(out), "checkpoint": str(checkpoint), "figures": [p.name for p in figures]},
+        "outputs": {"fused": str(out), "written": decision["written"], "checkpoint": str(checkpoint),
+                    "fitted_checkpoint": str(fit_ckpt), "base_checkpoint": str(model_dir / "base.pt"),
+                    "figures": [p.name for p in figures]},
         "timings_seconds": {k: round(v, 2) for k, v in timings.items()},
         "environment": environment(),
     }
@@ -361,20 +408,45 @@ def _fit_scene(lr_path: Path, msi_path: Path, out: Path, rdir: Path, opts: FitOp
                           estimates=est)
 
 
+def _valid_lr(masks: Any) -> np.ndarray | None:
+    """LR pixels fit for estimating the degradation: neither they nor any HR pixel of their cell (or of the
+    neighbouring cells, which the blur reaches) is nodata; None when neither input declares nodata."""
+    if not masks.active:
+        return None
+    s = int(masks.scale)
+    bad = np.zeros_like(masks.lr if masks.lr is not None else masks.msi[::s, ::s], dtype=bool)
+    if masks.lr is not None:
+        bad |= masks.lr
+    if masks.msi is not None:
+        h, w = bad.shape
+        bad |= masks.msi[: h * s, : w * s].reshape(h, s, w, s).any(axis=(1, 3))
+    grown = bad.copy()
+    grown[1:] |= bad[:-1]
+    grown[:-1] |= bad[1:]
+    grown[:, 1:] |= bad[:, :-1]
+    grown[:, :-1] |= bad[:, 1:]
+    return ~grown
+
+
 @torch.no_grad()
 def _wald_metrics(
     model: torch.nn.Module, device: torch.device, llr: torch.Tensor, msi_lr: torch.Tensor, lr01: torch.Tensor,
-    est: SceneEstimates, baselines: Sequence[str], v0: int, units: float,
+    est: SceneEstimates, baselines: Sequence[str], v0: int, units: float, base: torch.nn.Module | None = None,
 ) -> dict[str, Any]:
-    """Metrics of the fitted network, bicubic and the baselines one scale down (the LR-HSI as the truth)."""
+    """Metrics of the fitted network, its base, bicubic and the baselines one scale down (the LR-HSI as the
+    truth)."""
     from csakd.normalization import from_network, to_network
 
     s = est.scale
     off = torch.as_tensor(est.offsets)[:, None, None]
     model = model.to(device).eval()
     out, _ = model(to_network(llr.float()[None].to(device)), to_network(msi_lr.float()[None].to(device)))
-    preds: dict[str, torch.Tensor] = {"fitted": from_network(out.float())[0].cpu().double(),
-                                      "bicubic": upsample_in_phase(llr, s, est.phase)}
+    preds: dict[str, torch.Tensor] = {"fitted": from_network(out.float())[0].cpu().double()}
+    if base is not None:
+        base = base.to(device).eval()
+        out, _ = base(to_network(llr.float()[None].to(device)), to_network(msi_lr.float()[None].to(device)))
+        preds["base"] = from_network(out.float())[0].cpu().double()
+    preds["bicubic"] = upsample_in_phase(llr, s, est.phase)
     for name in baselines:
         if name != "bicubic":
             preds[name] = _t(get_baseline(name)(llr, msi_lr - off, s, response=est.response, phase=est.phase,
