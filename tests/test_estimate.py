@@ -89,3 +89,21 @@ def test_too_few_pixels_to_estimate_is_a_clear_error(truth: dict) -> None:
     y = degrade(x, _psf("box"), 4, 1)  # 8x8 = 64 LR pixels for 31 bands + a 13x13 PSF
     with pytest.raises(InputError, match="too few to estimate a response of 31 bands"):
         estimate_degradation(y, truth["z"][:, :32, :32], 4, 1, kernel_size=13)
+
+
+def test_the_regression_base_takes_an_estimated_psf_of_any_shape() -> None:
+    """fit-scene gives the network's base its estimated PSF (ModelConfig.blur_kernel): the base's S(Z) is then
+    exactly the degradation by that kernel, and the config round-trips through a checkpoint's dict."""
+    from csakd.models import DTSNet, preset_config
+    from csakd.models.config import ModelConfig
+
+    k = _psf("box")[3:10, 3:10].contiguous()
+    k = k / k.sum()
+    cfg = preset_config("lite", bands=8, msi_bands=3, scale=4, residual_phase=2, blur_size=7, blur_kernel=k.tolist())
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    net = DTSNet(cfg)
+    assert net.detail_base is not None
+    z = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(net.detail_base.degrade(z)[0].double(), degrade(z[0].double(), k, 4, 2), atol=1e-6)
+    with pytest.raises(InputError, match="blur_kernel"):
+        preset_config("lite", bands=8, msi_bands=3, scale=4, blur_size=9, blur_kernel=k.tolist())

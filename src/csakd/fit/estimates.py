@@ -136,8 +136,9 @@ def estimate_scene(
        (:func:`~csakd.degradation.estimate.estimate_gaussian_blur`; or the given ``sigma`` is used) and scored
        by the share of the variance of ``S(Z)`` left unexplained by ``[Y, 1]``; the phase with the smallest wins.
     2. From that Gaussian, the PSF (any shape, on a support of ``2 ceil(1.5 scale) + 1`` pixels or the
-       Gaussian's if larger), the non-negative response (each row unnormalised) and an offset per MSI band are
-       estimated jointly (:func:`~csakd.degradation.estimate.estimate_degradation`). With ``sigma`` given or
+       Gaussian's if larger, at most ``4 scale + 1`` and fewer taps than valid LR pixels), the non-negative
+       response (each row unnormalised) and an offset per MSI band are estimated jointly
+       (:func:`~csakd.degradation.estimate.estimate_degradation`). With ``sigma`` given or
        ``psf="gaussian"`` the Gaussian is kept and only the response and offsets are fitted. With ``response``
        (c, C) given, each of its rows is scaled by a fitted gain. Only LR pixels where ``valid`` (h, w) is True
        (when given) enter this estimate; too few of them is an :class:`InputError`.
@@ -175,7 +176,10 @@ def estimate_scene(
     joint = sigma is None and psf == "estimate"
     size = int(gaussian.shape[0])
     if joint:
-        size = min(max(size, 2 * math.ceil(1.5 * scale) + 1), 2 * (min(hr_shape) - 1) + 1)
+        size = min(max(size, 2 * math.ceil(1.5 * scale) + 1), 4 * scale + 1, 2 * (min(hr_shape) - 1) + 1)
+        n_valid = int(lr.shape[-2] * lr.shape[-1]) if valid is None else int(np.count_nonzero(valid))
+        while size > 3 and size * size + 1 > n_valid:  # as many LR pixels as the PSF has taps, at least
+            size -= 2
     fit = estimate_degradation(lr, msi, scale, best, kernel_size=size, init_kernel=gaussian, response_shape=shape,
                                fit_kernel=joint, valid=valid)
     kernel = fit.kernel if joint else gaussian.numpy()

@@ -222,7 +222,9 @@ def _fit_scene(lr_path: Path, msi_path: Path, out: Path, rdir: Path, opts: FitOp
 
     # ------------------------------------------------------------------ fit
     t0 = time.perf_counter()
-    model_cfg = replace(model_cfg, residual_phase=est.phase, blur_size=int(est.kernel.shape[0]), blur_sigma=est.sigma)
+    model_cfg = replace(model_cfg, residual_phase=est.phase, blur_size=int(est.kernel.shape[0]), blur_sigma=est.sigma,
+                        blur_kernel=tuple(tuple(float(v) for v in row) for row in est.kernel)
+                        if est.kernel_source == "joint" else None)
     deg_cfg = DegradationConfig(scale=scale, blur_size=int(est.kernel.shape[0]), blur_sigma=est.sigma,
                                 phase=est.phase)
     per_epoch, epochs = _training_budget(opts)
