@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from csakd.baselines import BASELINES, bicubic, cnmf, get_baseline, gsa, hysure, make_method
-from csakd.baselines._common import degrade, estimate_gaussian_blur, estimate_response
 from csakd.baselines.cnmf import nmf_updates, spa, vca
 from csakd.data import read_cube
 from csakd.degradation import (
@@ -23,6 +22,7 @@ from csakd.degradation import (
     resolve_response,
     upsample_in_phase,
 )
+from csakd.degradation.estimate import degrade, estimate_gaussian_blur, estimate_response
 from csakd.errors import InputError
 from csakd.evaluate import EvalPair, evaluate
 from csakd.metrics import psnr

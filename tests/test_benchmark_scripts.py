@@ -284,3 +284,23 @@ def test_cave_folds_combines_folds_run_in_turns(tmp_path: Path) -> None:
     assert merged["mean_gain"]["student"]["psnr"] == pytest.approx(4 - 2)  # student (4th) minus base (3rd method)
     table = (tmp_path / "all.md").read_text()
     assert table.count("\n| ") == 5 and "| mean |" in table and "s4, s5" in table  # header, 3 folds, mean
+
+
+def test_fit_scene_truth_parts() -> None:
+    """benchmarks/fit_scene_truth.py: the camera database parses, the PSFs are the non-Gaussian shapes it says,
+    and its committed table renders."""
+    import json
+
+    from tests.conftest import shared_path
+
+    shared_path("data", "srf", "camspec_jiang2013")
+    bench = load_script("fit_scene_truth")
+    cams = bench.cameras()
+    assert len(cams) == 28 and all(v.shape == (3, 33) for v in cams.values())
+    box = bench.psf("box", 4).numpy()
+    assert box.shape == (9, 9) and np.count_nonzero(box) == 16 and box.sum() == pytest.approx(1.0)
+    disc = bench.psf("disc", 2.0).numpy()
+    assert np.count_nonzero(disc) == 13 and disc.sum() == pytest.approx(1.0)
+    record = json.loads((BENCHMARKS / "results" / "fit_scene_truth_cpu.json").read_text())
+    table = bench.markdown(record)
+    assert "| cnmf |" in table and "| base |" in table and "| written-full |" in table

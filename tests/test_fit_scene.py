@@ -19,7 +19,7 @@ from csakd.cli import main
 from csakd.data import Cube, read_cube, write_cube
 from csakd.data.hr_cubes import center_crop
 from csakd.degradation import Degradation, DegradationConfig, upsample_in_phase
-from csakd.inference.fit_scene import (
+from csakd.fit import (
     FitOptions,
     estimate_scene,
     fit_scene,
@@ -125,15 +125,15 @@ def test_fit_scene_writes_the_fused_image_report_figures_and_a_loadable_checkpoi
     assert report["training"]["steps"] == 12
     metrics = report["metrics"]
     for kind in ("spectral_consistency", "spatial_consistency"):
-        assert set(metrics[kind]) == {"fitted", "bicubic", "gsa"}
+        assert set(metrics[kind]) == {"fitted", "base", "bicubic", "gsa"}
         assert all(np.isfinite(v) for m in metrics[kind].values() for v in m.values())
-    assert set(metrics["wald_validation"]["heldout"]) == {"fitted", "bicubic", "gsa"}
+    assert set(metrics["wald_validation"]["heldout"]) == {"fitted", "base", "bicubic", "gsa"}
     first, last = metrics["wald_validation"]["columns"]["heldout"]
     assert last == 32 and (last - first) % SCALE == 0 and last - first >= 8  # a strip on the right, on LLR pixels
     # noise-free data whose MSI is an exact mix of the HSI bands: GSA reproduces the MSI far better than bicubic
     spatial = metrics["spatial_consistency"]
     assert spatial["gsa"]["psnr"] > spatial["bicubic"]["psnr"]
-    for name in ("composite", "spectral_consistency", "spatial_consistency", "spectra", "wald_validation"):
+    for name in ("composite", "estimates", "spectral_consistency", "spatial_consistency", "spectra", "wald_validation"):
         assert (report_dir / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
     # the fitted network is a normal checkpoint: csakd fuse reproduces the fused image from it
     loaded = load_checkpoint(result.checkpoint)
@@ -172,7 +172,7 @@ def test_houston_pair_from_one_mat_file(tmp_path: Path, capsys: pytest.CaptureFi
     assert report["estimates"]["blur"]["sigma_hr_pixels"] == 2.0
     assert len(report["estimates"]["response"]["gain_per_msi_band"]) == 3
     assert "fit-scene" in report["command"] and "--lr-variable hyprImg" in report["command"]
-    assert set(report["metrics"]["spectral_consistency"]) == {"fitted", "bicubic"}
+    assert set(report["metrics"]["spectral_consistency"]) == {"fitted", "base", "bicubic"}
     assert (report_dir / "model" / "student.pt").exists()
 
 
@@ -226,3 +226,98 @@ def test_existing_outputs_are_refused_without_overwrite(tmp_path: Path, capsys: 
     assert not out.exists()
     assert main([*argv[:6], str(tmp_path / "fused.xyz"), *argv[7:]]) == 2
     assert "cannot write" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------- not worth it
+def test_decide_writes_the_fitted_image_only_when_it_is_more_consistent(cave_pair: dict) -> None:
+    from csakd.fit.fullscale import decide
+
+    torch.set_num_threads(1)
+    lr, msi = _normalised(cave_pair)
+    est = estimate_scene(lr, msi, SCALE)
+    base = upsample_in_phase(lr, SCALE, est.phase)
+    worse = base + 0.05 * torch.randn(base.shape, generator=torch.Generator().manual_seed(0), dtype=base.dtype)
+    d = decide(worse, base, lr, msi, est, 20)
+    assert d["written"] == "base" and not d["fit_beats_base"] and d["gain_db"] < 0
+    assert "NOT more consistent" in " ".join(d["lines"]) and "--force-fit" in " ".join(d["lines"])
+    forced = decide(worse, base, lr, msi, est, 20, force=True)
+    assert forced["written"] == "fitted" and not forced["fit_beats_base"]
+    truth = torch.from_numpy(cave_pair["hr"]).double() / float(cave_pair["lr"].max())
+    better = decide(truth, base, lr, msi, est, 20)  # the truth (noise-free pair) is more consistent than bicubic
+    assert better["written"] == "fitted" and better["gain_db"] > 0
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_a_fit_worse_than_its_base_is_never_written(cave_pair: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str], force: bool) -> None:
+    """A full-scale fit that damages the network (its head randomised) is less consistent than the base on the
+    held-out columns: the base is written and the console and report say so; --force-fit writes the fit."""
+    import csakd.fit.scene as scene
+    from csakd.fit.fullscale import FullScaleResult
+
+    def damaged(model: torch.nn.Module, *args: object, **kwargs: object) -> FullScaleResult:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        return FullScaleResult(model=model, summary={"steps": 3, "history": []})
+
+    monkeypatch.setattr(scene, "fit_full_scale", damaged)
+    folder = cave_pair["folder"]
+    out, report_dir = tmp_path / "fused.npy", tmp_path / "report"
+    argv = ["fit-scene", "--lr", str(folder / "lr.npz"), "--msi", str(folder / "msi.npy"), "--out", str(out),
+            "--report-dir", str(report_dir), "--fit", "full", "--steps", "3", "--baseline", "none", "--no-figures",
+            "--holdout", "0.25", "--crop", "16", *TINY] + (["--force-fit"] if force else [])
+    assert main(argv) == 0
+    console = capsys.readouterr()
+    report = json.loads((report_dir / "report.json").read_text())
+    d = report["decision"]
+    assert d["gain_db"] < 0 and not d["fit_beats_base"]
+    base = load_checkpoint(report_dir / "model" / "base.pt")
+    fitted = load_checkpoint(report_dir / "model" / "student.pt")
+    from csakd.inference.tiled import fuse_tiled_arrays
+
+    lr_data, msi_data = read_cube(folder / "lr.npz").data, np.load(folder / "msi.npy")
+    expected = fuse_tiled_arrays(fitted if force else base, lr_data, msi_data, tile=0, device="cpu")
+    assert np.allclose(np.load(out), expected, atol=1e-5 * float(np.abs(expected).max()))
+    assert report["outputs"]["written"] == ("fitted" if force else "base")
+    assert "NOT more consistent" in console.out
+    assert ("--force-fit" in console.out) and (("anyway" in console.out) == force)
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+def test_msi_bands_outside_the_hsi_wavelengths_are_refused(cave_pair: dict, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    folder = cave_pair["folder"]
+    msi = tmp_path / "msi.npz"
+    write_cube(msi, Cube(np.load(folder / "msi.npy"), wavelengths=np.array([460.0, 550.0, 865.0])))
+    out, report_dir = tmp_path / "fused.npy", tmp_path / "report"
+    code = main(["fit-scene", "--lr", str(folder / "lr.npz"), "--msi", str(msi), "--out", str(out), "--report-dir",
+                 str(report_dir), "--steps", "1", *TINY])
+    err = capsys.readouterr().err
+    assert code == 2 and "outside the LR-HSI's wavelengths (400-700 nm): band 2 at 865 nm" in err
+    assert not out.exists() and not report_dir.exists()
+
+
+def test_too_few_pixels_for_the_response_and_pairs_that_do_not_overlap_are_refused(
+    cave_pair: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = cave_pair["folder"]
+    lr = read_cube(folder / "lr.npz").data
+    msi = np.load(folder / "msi.npy")
+    cases = {
+        # 16x16 LR pixels for 80 bands: fewer than 4 (C + 1)
+        "few": (np.concatenate([lr[:, :16, :16]] * 3)[:80], msi[:, :64, :64], "too few to estimate a response"),
+        # the MSI of another part of the scene (its left half and right half swapped)
+        "apart": (lr, np.concatenate([msi[:, :, 64:], msi[:, :, :64]], axis=2)[:, ::-1].copy(),
+                  "do not seem to overlap"),
+    }
+    for name, (lr_data, msi_data, message) in cases.items():
+        lr_path, msi_path = tmp_path / f"{name}_lr.npy", tmp_path / f"{name}_msi.npy"
+        np.save(lr_path, lr_data)
+        np.save(msi_path, msi_data)
+        out, report_dir = tmp_path / f"{name}.npy", tmp_path / f"{name}_report"
+        code = main(["fit-scene", "--lr", str(lr_path), "--msi", str(msi_path), "--out", str(out), "--report-dir",
+                     str(report_dir), "--steps", "1", "--holdout", "0", *TINY])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err, (name, err)
+        assert not out.exists() and not report_dir.exists()

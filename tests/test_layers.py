@@ -21,7 +21,7 @@ LAYERS = {
         "inference/onnx_runtime", "inference/export", "inference/geo", "inference/checks", "inference/__init__",
         "evaluate", "eval_run", "bench", "figures", "api"],
     3: ["train"],
-    4: ["demo", "inference/fit_scene", "cli", "__main__"],
+    4: ["demo", "fit", "cli", "__main__"],
 }
 
 

@@ -330,37 +330,24 @@ def cmd_fuse(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------- fit-scene
 def cmd_fit_scene(args: argparse.Namespace) -> int:
-    import shlex
-
-    from csakd.inference.fit_scene import FitOptions, fit_scene, summary_lines
+    from csakd.fit import FitOptions, fit_scene, summary_lines
 
     _check_io(args, {"--out": args.out, "--report-dir": args.report_dir, "--json": args.json},
               {"--lr": args.lr_hsi, "--msi": args.hr_msi, "--wavelengths": args.wavelengths,
                "--response": args.response}, folders=["--report-dir"])
-    minutes = args.minutes if args.minutes is not None else (None if args.steps else 3.0)
-    baselines = tuple(b for b in (args.baseline or ["gsa"]) if b.lower() != "none")
-    overrides = {"nf": args.nf, "gc": args.gc, "blocks": args.blocks, "fusion": args.fusion}
     options = FitOptions(
-        scale=args.scale, phase=args.phase, blur_sigma=args.blur_sigma, response=args.response,
-        hsi_scale=args.hsi_scale, msi_scale=args.msi_scale, preset=args.preset, model_overrides=overrides,
-        minutes=minutes, steps=args.steps, batch_size=args.batch_size, crop=args.crop,
-        learning_rate=args.learning_rate, holdout=args.holdout, baselines=baselines, tile=args.tile,
+        scale=args.scale, phase=args.phase, blur_sigma=args.blur_sigma, psf=args.psf, response=args.response,
+        hsi_scale=args.hsi_scale, msi_scale=args.msi_scale, preset=args.preset,
+        model_overrides={"nf": args.nf, "gc": args.gc, "blocks": args.blocks, "fusion": args.fusion},
+        minutes=args.minutes if args.minutes is not None else (None if args.steps else 3.0), steps=args.steps,
+        batch_size=args.batch_size, crop=args.crop, learning_rate=args.learning_rate, holdout=args.holdout,
+        fit=args.fit, full_learning_rate=args.full_learning_rate, force_fit=args.force_fit,
+        baselines=tuple(b for b in (args.baseline or ["gsa"]) if b.lower() != "none"), tile=args.tile,
         device=args.device, seed=args.seed, threads=args.threads,
         variable_lr=args.lr_variable or args.variable, variable_msi=args.msi_variable or args.variable,
         layout=args.layout, wavelengths=_wavelengths(args), figures=not args.no_figures, overwrite=args.overwrite,
         progress=not args.quiet and sys.stderr.isatty(),
     )
-    flags = [("--lr", args.lr_hsi), ("--msi", args.hr_msi), ("--out", args.out), ("--report-dir", args.report_dir)]
-    flags += [(f"--{k.replace('_', '-')}", v) for k, v in vars(args).items()
-              if k not in ("lr_hsi", "hr_msi", "out", "report_dir", "func", "command", "verbose", "json", "baseline")
-              and v not in (None, False)]
-    tokens = ["csakd", "fit-scene"]
-    for flag, value in flags:
-        text = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
-        tokens += [flag] if value is True else [flag, text]
-    for b in args.baseline or []:
-        tokens += ["--baseline", b]
-    options.command = shlex.join(tokens)
     result = fit_scene(args.lr_hsi, args.hr_msi, args.out, args.report_dir, options)
     for line in summary_lines(result.report):
         print(line)
@@ -703,13 +690,27 @@ def build_parser() -> argparse.ArgumentParser:
     e = p.add_argument_group("degradation (estimated from the pair unless given)")
     e.add_argument("--scale", type=int, help="HR / LR grid ratio (default: from the grids; must agree with them)")
     e.add_argument("--phase", type=int, help="decimation phase (default: the best fit of 0..scale-1)")
-    e.add_argument("--blur-sigma", type=float, help="Gaussian blur sigma in HR pixels (default: estimated)")
+    e.add_argument("--blur-sigma", type=float,
+                   help="Gaussian blur sigma in HR pixels (default: estimated; given, the PSF is that Gaussian)")
+    e.add_argument("--psf", choices=["estimate", "gaussian"], default="estimate",
+                   help="estimate: a PSF of any shape, estimated jointly with the response and per-band offsets "
+                        "(default); gaussian: the best isotropic Gaussian")
     e.add_argument("--response", default="estimate",
-                   help="estimate (NNLS, default), or a response (CSV of curves, matrix file, sensor name), "
-                        "used up to one fitted gain per MSI band")
+                   help="estimate (non-negative, one gain and offset per MSI band, jointly with the PSF; "
+                        "default), or a response (CSV of curves, matrix file, sensor name), used up to one fitted "
+                        "gain per MSI band")
     e.add_argument("--hsi-scale", type=float, help="divisor bringing the LR-HSI to [0, 1] (default: its maximum)")
     e.add_argument("--msi-scale", type=float, help="divisor bringing the HR-MSI to [0, 1] (default: its maximum)")
     f = p.add_argument_group("fitting")
+    f.add_argument("--fit", choices=["full", "reduced", "both"], default="full",
+                   help="full: fit at full scale to the observation model (S(X) ~ LR-HSI, R X + o ~ HR-MSI), from the "
+                        "network's base (default); reduced: Wald's protocol one scale down; both: reduced, then "
+                        "full from it (the budget split in two)")
+    f.add_argument("--force-fit", action="store_true",
+                   help="write the fitted image even when it is less consistent than its base on the held-out "
+                        "columns (by default the base is written then, and the report says so)")
+    f.add_argument("--full-learning-rate", type=float, default=1e-4,
+                   help="Adam's learning rate of the full-scale fit (default 1e-4)")
     f.add_argument("--preset", default="lite", help=f"network preset: {_PRESET_NAMES} (default lite)")
     f.add_argument("--nf", type=int, help="feature width (default: the preset's, lite 32)")
     f.add_argument("--gc", type=int, help="growth width (default: the preset's, lite 16)")

@@ -22,7 +22,7 @@ random directions come from ``numpy.random.default_rng(seed)``.
 
 Defaults here: ``M = min(endmembers, C, h w)`` with ``endmembers=30`` (Yokoya's choice for
 AVIRIS), ``iterations=200``, ``outer=2``. When ``response`` is None, ``R`` is estimated by
-non-negative least squares of ``S(Z)`` on ``Y`` (:func:`~csakd.baselines._common.estimate_response`);
+non-negative least squares of ``S(Z)`` on ``Y`` (:func:`~csakd.degradation.estimate.estimate_response`);
 when ``blur_kernel`` is None, the blur is estimated as a Gaussian (needed for ``S`` and for ``R``).
 The paper's soft sum-to-one constraint on the abundances is applied to every abundance update, with
 ``delta = sum_to_one * sqrt(mean over pixels of |pixel|^2)`` of the image being unmixed (default
@@ -42,13 +42,12 @@ from csakd.baselines._common import (
     KernelLike,
     ResponseLike,
     _check_positive_int,
-    degrade,
-    estimate_response,
     prepare,
     resolve_kernel,
     resolve_response_matrix,
     to_output,
 )
+from csakd.degradation.estimate import degrade, estimate_response
 from csakd.degradation.spatial import upsample_in_phase
 from csakd.errors import InputError
 

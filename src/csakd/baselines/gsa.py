@@ -9,7 +9,7 @@ weights come from least squares between the *degraded* pan and the *original* lo
 An HSI-MSI pair has several "pan" bands. What is implemented here, with ``Y`` the LR-HSI (C, h, w),
 ``Z`` the HR-MSI (c, H, W), ``U`` the bicubic upsampling of ``Y`` in phase with the decimation
 (:func:`~csakd.degradation.upsample_in_phase`) and ``S`` the spatial degradation (blur then
-decimation; the blur given or estimated, see :mod:`csakd.baselines._common`):
+decimation; the blur given or estimated, see :mod:`csakd.degradation.estimate`):
 
 - ``pan="synthetic"`` (the default): HSI band k gets its own synthetic pan ``P_k = a_k^T [Z; 1]``, the
   linear combination of the MSI bands plus a constant that best predicts band k at low resolution
@@ -35,7 +35,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from csakd.baselines._common import Array, KernelLike, ResponseLike, degrade, prepare, resolve_kernel, to_output
+from csakd.baselines._common import Array, KernelLike, ResponseLike, prepare, resolve_kernel, to_output
+from csakd.degradation.estimate import degrade
 from csakd.degradation.spatial import upsample_in_phase
 from csakd.errors import InputError
 
@@ -88,7 +89,7 @@ def gsa(
         response: ignored (GSA does not use the spectral response); accepted for a common signature.
         phase: the HR pixel of each ``scale x scale`` cell that the decimation kept, in [0, scale).
         blur_kernel: the blur of the LR-HSI's degradation (kh, kw), normalised to sum 1 here; None
-            estimates it as a Gaussian (:func:`~csakd.baselines._common.estimate_gaussian_blur`).
+            estimates it as a Gaussian (:func:`~csakd.degradation.estimate.estimate_gaussian_blur`).
         pan: ``"synthetic"`` (a regression-based pan per HSI band) or ``"group"`` (the best-correlated
             MSI band as the pan).
 

@@ -22,7 +22,7 @@ wrapped onto each other. ``U`` starts from ``E^T`` of the bicubic upsampling of 
 
 Differences from the paper: the paper also estimates a general blur kernel and ``R`` by regularised
 least squares; here ``blur_kernel`` None estimates a Gaussian and ``response`` None estimates ``R`` by
-NNLS (:mod:`csakd.baselines._common`). ``lambda_phi = tv_weight * rms(Y)`` (the root mean square of the
+NNLS (:mod:`csakd.degradation.estimate`). ``lambda_phi = tv_weight * rms(Y)`` (the root mean square of the
 LR-HSI's values), so that scaling both images scales the result; defaults ``subspace=10``,
 ``msi_weight=1`` (lambda_m), ``tv_weight=1e-3``, ``mu=0.05``, ``iterations=200``.
 """
@@ -41,13 +41,12 @@ from csakd.baselines._common import (
     KernelLike,
     ResponseLike,
     _check_positive_int,
-    degrade,
-    estimate_response,
     prepare,
     resolve_kernel,
     resolve_response_matrix,
     to_output,
 )
+from csakd.degradation.estimate import degrade, estimate_response
 from csakd.degradation.spatial import upsample_in_phase
 from csakd.errors import InputError
 

@@ -50,6 +50,8 @@ class ModelConfig:
             ``scale * i + residual_phase``).
         blur_size, blur_sigma: the Gaussian blur (taps, HR pixels) the ``regression`` base assumes for the
             LR-HSI's degradation: the training degradation's (``csakd train`` sets them).
+        blur_kernel: a PSF of any shape (``blur_size`` x ``blur_size`` rows, summing to 1) that replaces the
+            Gaussian in the ``regression`` base (``csakd fit-scene`` sets its estimated PSF); None: the Gaussian.
         detail_radius: the radius (LR pixels) of the ``regression`` base's local windows.
         residual_scale: the head's output is multiplied by this before it is added to the base. Adam moves
             every weight by about the learning rate per step whatever the gradient's size, so the first
@@ -77,6 +79,7 @@ class ModelConfig:
     residual_phase: int = 0
     blur_size: int = 9
     blur_sigma: float = 2.0
+    blur_kernel: tuple[tuple[float, ...], ...] | None = None
     detail_radius: int = 2
     residual_scale: float = 1.0
     head: HeadKind = "paper"
@@ -84,6 +87,11 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         self.blocks = tuple(int(b) for b in self.blocks)  # type: ignore[assignment]
+        if self.blur_kernel is not None:
+            try:
+                self.blur_kernel = tuple(tuple(float(v) for v in row) for row in self.blur_kernel)
+            except (TypeError, ValueError) as exc:
+                raise InputError(f"blur_kernel: expected rows of numbers ({exc})") from exc
         self.validate()
 
     def validate(self) -> None:
@@ -112,6 +120,12 @@ class ModelConfig:
         if isinstance(self.blur_sigma, bool) or not isinstance(self.blur_sigma, (int, float)) \
                 or not math.isfinite(self.blur_sigma) or self.blur_sigma <= 0:
             raise InputError(f"blur_sigma={self.blur_sigma!r}: expected a positive number of HR pixels")
+        if self.blur_kernel is not None:
+            k = self.blur_kernel
+            if len(k) != self.blur_size or any(len(row) != self.blur_size for row in k):
+                raise InputError(f"blur_kernel: expected {self.blur_size}x{self.blur_size} values (blur_size)")
+            if not all(math.isfinite(v) for row in k for v in row) or not sum(v for row in k for v in row) > 0:
+                raise InputError("blur_kernel: expected finite values with a positive sum")
         if not isinstance(self.detail_radius, int) or isinstance(self.detail_radius, bool) or self.detail_radius < 1:
             raise InputError(f"detail_radius={self.detail_radius!r}: expected a positive number of LR pixels (a "
                              "window of one pixel has no variance to regress on)")
@@ -136,6 +150,8 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["blocks"] = list(self.blocks)
+        if self.blur_kernel is not None:
+            data["blur_kernel"] = [list(row) for row in self.blur_kernel]
         return data
 
     @classmethod

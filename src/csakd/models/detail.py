@@ -134,15 +134,22 @@ class DetailBase(nn.Module):
         scale, phase: the grid ratio and the decimation phase.
         blur_size, blur_sigma: the Gaussian the network assumes for ``S`` (the training degradation's).
         radius: the regression windows' radius in LR pixels.
+        kernel: a PSF (blur_size x blur_size, any shape) that replaces the Gaussian for ``S``; None: the Gaussian.
     """
 
     column: torch.Tensor
+    kernel2d: torch.Tensor
     row: torch.Tensor
 
     def __init__(self, msi_bands: int, scale: int, phase: int, blur_size: int, blur_sigma: float,
-                 radius: int) -> None:
+                 radius: int, kernel: torch.Tensor | None = None) -> None:
         super().__init__()
         self.scale, self.phase, self.blur_radius, self.radius = scale, phase, blur_size // 2, radius
+        self.full_kernel = kernel is not None
+        if kernel is not None:  # a true convolution: the kernel flipped for conv2d's correlation
+            k = kernel.double() / kernel.double().sum()
+            self.register_buffer("kernel2d", k.flip(0, 1).float().reshape(1, 1, blur_size, blur_size)
+                                 .repeat(msi_bands, 1, 1, 1), persistent=False)
         taps = gaussian_taps(blur_size, blur_sigma).float()
         # depthwise kernels of fixed shape (an ONNX convolution needs its kernel's shape)
         self.register_buffer("column", taps.reshape(1, 1, -1, 1).repeat(msi_bands, 1, 1, 1), persistent=False)
@@ -158,6 +165,8 @@ class DetailBase(nn.Module):
         h, w = x.shape[-2] // s, x.shape[-1] // s
         groups = int(self.column.shape[0])
         xp = F.pad(x, (r, r, r, r), mode="reflect")[:, :, p:, p:]
+        if self.full_kernel:
+            return F.conv2d(xp, self.kernel2d.float(), stride=s, groups=groups)[:, :, :h, :w]
         y = F.conv2d(xp, self.column.float(), stride=(s, 1), groups=groups)
         y = F.conv2d(y, self.row.float(), stride=(1, s), groups=groups)
         return y[:, :, :h, :w]

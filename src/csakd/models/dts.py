@@ -58,7 +58,8 @@ class DTSNet(nn.Module):
             )
         self.detail_base = (
             DetailBase(m, config.scale, config.residual_phase, config.blur_size, config.blur_sigma,
-                       config.detail_radius)
+                       config.detail_radius,
+                       None if config.blur_kernel is None else torch.tensor(config.blur_kernel, dtype=torch.float64))
             if config.residual == "regression" else None
         )
         if config.residual != "none":

@@ -278,7 +278,7 @@ def base_degradation(options: Any, deg: Any, first_pair: dict[str, Any] | None, 
         return {"residual_phase": phase}
     import torch
 
-    from csakd.baselines._common import estimate_gaussian_blur
+    from csakd.degradation.estimate import estimate_gaussian_blur
 
     lr = torch.as_tensor(first_pair["lr_hsi"]).double()
     msi = torch.as_tensor(first_pair["hr_msi"]).double()
