@@ -418,10 +418,10 @@ class Trainer:
     def fit(self, *, stop_after_epochs: int | None = None, stop_after_steps: int | None = None) -> dict[str, Any]:
         """Train until the plan, the epochs or the time budget run out; return the summary.
 
-        With ``max_minutes`` and no ``epochs`` the run is planned in steps (:class:`Plan`): the first steps are
-        timed, the number of steps that fills the budget (validations included) is derived from them, and the
-        networks are validated ``val_count`` times, evenly. Otherwise it runs ``epochs`` passes (validating
-        every ``val_every``), stopped early by ``max_minutes`` if given.
+        With ``max_minutes`` and no ``epochs`` the run is planned in steps (:class:`~csakd.train.plan.Plan`): the
+        first steps are timed, the number of steps that fills the budget (validations included) is derived from
+        them, and the networks are validated ``val_count`` times, evenly. Otherwise it runs ``epochs`` passes
+        (validating every ``val_every``), stopped early by ``max_minutes`` if given.
 
         ``stop_after_epochs`` / ``stop_after_steps`` end this session early (after that many epochs or
         validation intervals / steps in total), as an interruption would; ``resume`` continues it. With several
