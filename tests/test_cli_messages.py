@@ -7,6 +7,8 @@ import json
 import logging
 import re
 import shlex
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -45,6 +47,13 @@ def test_every_option_has_help_with_its_default_and_the_help_ends_with_an_exampl
     build_parser().parse_args(shlex.split(example)[1:])  # the example is a valid command line
     rendered = sub.format_help()
     assert rendered.rstrip().endswith(example), "the epilog keeps its line breaks, at the end of the help"
+
+
+def test_the_parser_imports_no_torch() -> None:
+    """``csakd --help`` and the parser stay fast: importing csakd.cli and building its parser load no PyTorch."""
+    code = ("import sys; from csakd.cli import build_parser, main, training_report; build_parser(); "
+            "assert 'torch' not in sys.modules, 'import csakd.cli imported torch'")
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_preset_names_and_loss_defaults_in_the_help_are_the_library_s() -> None:

@@ -18,7 +18,8 @@ from csakd.losses import LossWeights, student_loss, teacher_loss
 from csakd.models import preset_config
 from csakd.normalization import Normalization, to_network
 from csakd.train.config import TrainConfig, apply_recipe
-from csakd.train.trainer import RunSpec, Trainer, lr_factor
+from csakd.train.plan import RunSpec, lr_factor
+from csakd.train.trainer import Trainer
 
 TINY = {"bands": 6, "msi_bands": 3, "scale": 4, "nf": 8, "gc": 4}
 
@@ -169,7 +170,7 @@ def planned_spec(minutes: float, **train: object) -> RunSpec:
 
 
 def test_plan_derives_the_steps_from_the_timed_steps_and_the_validations() -> None:
-    from csakd.train.trainer import Plan
+    from csakd.train.plan import Plan
 
     plan = Plan.make(5, step_seconds=0.5, timed=4, val_seconds=2.0, save_seconds=0.5, seconds_left=100.0,
                      val_count=10, has_val=True)
@@ -219,11 +220,11 @@ def test_a_planned_run_keeps_its_budget(tmp_path, delay: float) -> None:
 
 def test_planned_runs_read_the_epoch_loops_samples(tmp_path) -> None:
     """The planned loop's sample stream is the epoch loop's samples, pass after pass."""
-    from csakd.train.trainer import _SampleStream
+    from csakd.train.plan import SampleStream
 
     train, val, _ = datasets()
     trainer = Trainer(spec("student"), train, val, tmp_path, progress=False)
-    stream = _SampleStream(train, trainer._epoch_order)
+    stream = SampleStream(train, trainer._epoch_order)
     for epoch in (0, 1):
         batches = list(trainer._loader(epoch))
         flat = torch.cat([b["hr_hsi"] for b in batches])
@@ -282,7 +283,7 @@ def test_the_summary_says_what_training_gained_over_the_base(tmp_path) -> None:
 
 
 def test_the_plan_follows_steps_that_run_faster_or_slower_than_timed() -> None:
-    from csakd.train.trainer import Plan
+    from csakd.train.plan import Plan
 
     plan = Plan.make(0, step_seconds=1.0, timed=3, val_seconds=1.0, save_seconds=0.0, seconds_left=100.0,
                      val_count=4, has_val=True)

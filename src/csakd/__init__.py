@@ -15,6 +15,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from csakd.lazy import lazy_getattr
+
 __version__ = "0.1.0"
 
 _LAZY = {
@@ -31,11 +33,10 @@ _LAZY = {
 __all__ = ["__version__", "metrics", *_LAZY]
 
 
+_lazy = lazy_getattr(__name__, _LAZY)
+
+
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
     if name == "metrics":
         return importlib.import_module("csakd.metrics")
-    raise AttributeError(f"module 'csakd' has no attribute {name!r}")
+    return _lazy(name)

@@ -34,8 +34,9 @@ from csakd.models import DTSNet, preset_config
 from csakd.normalization import Normalization
 from csakd.scene import demo_response, demo_scene
 from csakd.train.config import TrainConfig, apply_recipe
+from csakd.train.plan import RunSpec
 from csakd.train.setup import setup_process, teardown_process
-from csakd.train.trainer import RunSpec, Trainer
+from csakd.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
 

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from csakd.errors import InputError
+from csakd.metrics import check_tensor_pair
 
 __all__ = [
     "LossWeights",
@@ -33,21 +34,6 @@ __all__ = [
 ]
 
 
-def _check_pair(
-    pred: torch.Tensor, target: torch.Tensor, names: tuple[str, str] = ("pred", "target")
-) -> None:
-    for name, t in zip(names, (pred, target), strict=True):
-        if not isinstance(t, torch.Tensor):
-            raise InputError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.ndim not in (3, 4):
-            raise InputError(f"{name} must have shape (B, C, H, W) or (C, H, W), got {tuple(t.shape)}")
-    if pred.shape != target.shape:
-        raise InputError(
-            f"{names[0]} and {names[1]} must have the same shape, "
-            f"got {tuple(pred.shape)} and {tuple(target.shape)}"
-        )
-
-
 def sam_loss(pred: torch.Tensor, target: torch.Tensor, *, eps: float = 1e-8) -> torch.Tensor:
     """Spectral-angle loss: ``1 - mean over pixels of cos(angle(pred, target))``.
 
@@ -58,7 +44,7 @@ def sam_loss(pred: torch.Tensor, target: torch.Tensor, *, eps: float = 1e-8) -> 
         - pred, target: (B, C, H, W) or (C, H, W)
         - output: () scalar
     """
-    _check_pair(pred, target)
+    check_tensor_pair(pred, target)
     dot = (pred * target).sum(dim=-3)
     norms = pred.norm(dim=-3) * target.norm(dim=-3)
     return 1.0 - (dot / norms.clamp_min(eps)).mean()
@@ -78,7 +64,7 @@ def beba_loss(pred: torch.Tensor, target: torch.Tensor, *, energy_offset: float 
         - pred, target: (B, C, H, W) or (C, H, W)
         - output: () scalar
     """
-    _check_pair(pred, target)
+    check_tensor_pair(pred, target)
     d = pred - target
     e = 0.5 * d.square() + F.relu(d.abs() - 1.0)
     per_band = e.mean(dim=(-2, -1))
@@ -134,7 +120,7 @@ def response_distillation_loss(s: torch.Tensor, t: torch.Tensor, kind: str = "sm
         - s, t: (B, C, H, W) or (C, H, W)
         - output: () scalar
     """
-    _check_pair(s, t, ("student output", "teacher output"))
+    check_tensor_pair(s, t, ("student output", "teacher output"))
     return pixel_loss(s, t.detach(), kind)
 
 
@@ -193,7 +179,7 @@ def teacher_loss(
         - every value: () scalar
     """
     w = LossWeights() if w is None else w
-    _check_pair(out, target, ("teacher output", "target"))
+    check_tensor_pair(out, target, ("teacher output", "target"))
     parts: dict[str, torch.Tensor] = {}
     weighted: list[torch.Tensor] = []
     if w.pixel:

@@ -30,6 +30,7 @@ from csakd.errors import InputError
 
 __all__ = [
     "cc",
+    "check_tensor_pair",
     "compute_metrics",
     "ergas",
     "metrics_to_rows",
@@ -51,17 +52,31 @@ HIGHER_IS_BETTER = {
 }
 
 
-def _pair(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Check a pred/target pair and return both as float64 (B, C, H, W)."""
-    for name, t in (("pred", pred), ("target", target)):
+def check_tensor_pair(
+    pred: torch.Tensor, target: torch.Tensor, names: tuple[str, str] = ("pred", "target")
+) -> None:
+    """Refuse a pair that is not two tensors of one shape, (B, C, H, W) or (C, H, W) (the losses' check too)."""
+    for name, t in zip(names, (pred, target), strict=True):
         if not isinstance(t, torch.Tensor):
             raise InputError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
         if t.ndim not in (3, 4):
             raise InputError(f"{name} must have shape (B, C, H, W) or (C, H, W), got {tuple(t.shape)}")
     if pred.shape != target.shape:
         raise InputError(
-            f"pred and target must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}"
+            f"{names[0]} and {names[1]} must have the same shape, "
+            f"got {tuple(pred.shape)} and {tuple(target.shape)}"
         )
+
+
+def _is_positive_number(value: object) -> bool:
+    """A finite int or float above 0 (not a bool)."""
+    return (not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+            and value > 0)
+
+
+def _pair(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check a pred/target pair and return both as float64 (B, C, H, W)."""
+    check_tensor_pair(pred, target)
     if pred.ndim == 3:
         pred, target = pred.unsqueeze(0), target.unsqueeze(0)
     if pred.numel() == 0:
@@ -108,7 +123,7 @@ def psnr(
         ratio = peak_b.square() / mse_b
         ratio = torch.where(mse_b == 0, torch.full_like(ratio, math.inf), ratio)
         return (10.0 * torch.log10(ratio)).mean(dim=1)
-    if isinstance(peak, bool) or not isinstance(peak, (int, float)) or not math.isfinite(peak) or peak <= 0:
+    if not _is_positive_number(peak):
         raise InputError(f"peak must be 'band' or a positive number, got {peak!r}")
     mse = (p - t).square().mean(dim=(1, 2, 3))
     return 10.0 * torch.log10(float(peak) ** 2 / mse)
@@ -144,12 +159,7 @@ def ergas(pred: torch.Tensor, target: torch.Tensor, scale: float) -> torch.Tenso
         - pred, target: (B, C, H, W) or (C, H, W)
         - output: (B,)
     """
-    if (
-        isinstance(scale, bool)
-        or not isinstance(scale, (int, float))
-        or not math.isfinite(scale)
-        or scale <= 0
-    ):
+    if not _is_positive_number(scale):
         raise InputError(f"ERGAS needs the positive resolution ratio scale, got {scale!r}")
     p, t = _pair(pred, target)
     mse_b = _band_mse(p, t)
@@ -167,12 +177,7 @@ def rmse(pred: torch.Tensor, target: torch.Tensor, *, units: float = 1.0) -> tor
         - pred, target: (B, C, H, W) or (C, H, W)
         - output: (B,)
     """
-    if (
-        isinstance(units, bool)
-        or not isinstance(units, (int, float))
-        or not math.isfinite(units)
-        or units <= 0
-    ):
+    if not _is_positive_number(units):
         raise InputError(f"units must be a positive number (data units per 1.0), got {units!r}")
     p, t = _pair(pred, target)
     return torch.sqrt((p - t).square().mean(dim=(1, 2, 3))) * float(units)
@@ -200,12 +205,7 @@ def ssim(pred: torch.Tensor, target: torch.Tensor, *, data_range: float = 1.0) -
         - pred, target: (B, C, H, W) or (C, H, W), H and W at least 11
         - output: (B,)
     """
-    if (
-        isinstance(data_range, bool)
-        or not isinstance(data_range, (int, float))
-        or not math.isfinite(data_range)
-        or data_range <= 0
-    ):
+    if not _is_positive_number(data_range):
         raise InputError(f"data_range must be a positive number, got {data_range!r}")
     p, t = _pair(pred, target)
     _, c, h, w = p.shape

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from csakd.data.cube import Cube, GeoInfo
 from csakd.data.readers import read_cube, read_wavelengths
 from csakd.data.writers import write_cube
+from csakd.lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from csakd.data.aviris import AvirisReferenceDataset, read_split_list
@@ -33,12 +34,9 @@ __all__ = [
 _LAZY = {"AvirisReferenceDataset": "csakd.data.aviris", "read_split_list": "csakd.data.aviris"}
 
 
+_lazy = lazy_getattr(__name__, _LAZY)
+
+
 def __getattr__(name: str) -> Any:
     """Import the torch-dependent names (the AVIRIS dataset) on first access."""
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return _lazy(name)

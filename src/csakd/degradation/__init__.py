@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from csakd.degradation.matrix_file import read_matrix
 from csakd.degradation.noise import add_noise, noise_sigma
 from csakd.degradation.pipeline import Degradation, DegradationConfig
 from csakd.degradation.spatial import (
@@ -20,7 +21,7 @@ from csakd.degradation.spatial import (
     shift,
     upsample_in_phase,
 )
-from csakd.degradation.srf import SpectralResponse, read_matrix, resolve_response
+from csakd.degradation.srf import SpectralResponse, resolve_response
 
 __all__ = [
     "Degradation",

@@ -102,7 +102,7 @@ def gaussian_kernel(size: int, sigma: float, *, dtype: torch.dtype = torch.float
 
 
 def load_psf(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read a 2-D point spread function from a file (see :func:`csakd.degradation.srf.read_matrix`).
+    """Read a 2-D point spread function from a file (see :func:`csakd.degradation.matrix_file.read_matrix`).
 
     The PSF must have odd sizes, finite non-negative values and a positive sum; it is returned
     normalised to sum 1 (a blur preserves the mean).
@@ -110,7 +110,7 @@ def load_psf(path: str | os.PathLike[str]) -> np.ndarray:
     Shape:
         - output: (kh, kw) float64
     """
-    from csakd.degradation.srf import read_matrix
+    from csakd.degradation.matrix_file import read_matrix
 
     psf = read_matrix(path, what="PSF")
     return _check_kernel(psf, f"PSF {os.fspath(path)}", normalize=True)

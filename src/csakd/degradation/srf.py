@@ -5,7 +5,8 @@ multispectral one. Row ``k`` of ``R`` holds the weights of the HSI bands in MSI 
 rows are normalised to sum to 1, so a spectrally flat scene keeps its value in every MSI band.
 
 Responses come from a matrix (array or file), from a CSV of sampled curves, or from a named sensor
-(a camera in colour-science, a satellite in pyrsr). Sampled curves are resampled to the HSI band
+(a camera in colour-science, a satellite in pyrsr: :mod:`csakd.degradation.sensors`); matrix files are read by
+:func:`csakd.degradation.matrix_file.read_matrix`. Sampled curves are resampled to the HSI band
 centre wavelengths by linear interpolation (0 outside the curve's range), i.e. each HSI band is
 treated as a narrow band at its centre wavelength.
 """
@@ -14,9 +15,7 @@ from __future__ import annotations
 
 import csv
 import logging
-import math
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,9 +24,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from csakd.degradation import sensors
+from csakd.degradation.matrix_file import read_matrix
 from csakd.errors import InputError
 
-__all__ = ["SpectralResponse", "read_matrix", "resolve_response"]
+__all__ = ["SpectralResponse", "resolve_response"]
 
 logger = logging.getLogger(__name__)
 
@@ -304,21 +305,21 @@ class SpectralResponse:
         prefix, _, rest = spec.partition(":")
         kind = prefix.strip().lower()
         if kind == "colour" or kind == "color":
-            found = _colour_camera(rest.strip(), wl)
+            found = sensors.colour_camera(rest.strip())
             if found is None:
                 raise InputError(
-                    f"unknown colour-science camera {rest.strip()!r}; known: {', '.join(_colour_names())}"
+                    f"unknown colour-science camera {rest.strip()!r}; known: {', '.join(sensors.colour_names())}"
                 )
-            return found
+            return cls._from_curves(found, wl)
         if kind == "pyrsr":
-            return _pyrsr_sensor(rest.strip(), wl)
-        found = _colour_camera(spec, wl)
+            return cls._from_curves(sensors.pyrsr_sensor(rest.strip()), wl)
+        found = sensors.colour_camera(spec)
         if found is not None:
-            return found
-        sats = _pyrsr_satellites()
+            return cls._from_curves(found, wl)
+        sats = sensors.pyrsr_satellites()
         if sats is not None and prefix.split("/")[0].strip().lower() in {s.lower() for s in sats}:
-            return _pyrsr_sensor(spec, wl)
-        known = [f"colour:{n}" for n in _colour_names()]
+            return cls._from_curves(sensors.pyrsr_sensor(spec), wl)
+        known = [f"colour:{n}" for n in sensors.colour_names()]
         if sats is None:
             hint = "satellites need pyrsr: pip install csakd[sensors]"
         else:
@@ -328,212 +329,12 @@ class SpectralResponse:
             "(e.g. 'Sentinel-2A:B02,B03,B04,B08')"
         )
 
-
-def _colour_names() -> list[str]:
-    import colour
-
-    return [str(k) for k in colour.MSDS_CAMERA_SENSITIVITIES]
-
-
-def _colour_camera(name: str, wl: np.ndarray) -> SpectralResponse | None:
-    import colour
-
-    lookup = {str(k).lower(): str(k) for k in colour.MSDS_CAMERA_SENSITIVITIES}
-    key = lookup.get(name.lower())
-    if key is None:
-        return None
-    msds = colour.MSDS_CAMERA_SENSITIVITIES[key]
-    curve_wl = np.asarray(msds.wavelengths, dtype=np.float64)
-    values = np.asarray(msds.values, dtype=np.float64)
-    names = tuple(str(label) for label in msds.labels)
-    matrix = _resample_curves(curve_wl, values, wl, names, f"camera {key!r}")
-    return SpectralResponse(matrix=matrix, band_names=names, source=f"colour:{key}")
+    @classmethod
+    def _from_curves(cls, found: sensors.SensorCurves, wl: np.ndarray) -> SpectralResponse:
+        matrix = _resample_curves(found.wavelengths, found.curves, wl, found.band_names, found.what)
+        return cls(matrix=matrix, band_names=found.band_names, source=found.source)
 
 
-def _pyrsr_data_dir() -> Path | None:
-    try:
-        import pyrsr
-    except ImportError:
-        return None
-    return Path(pyrsr.__file__).resolve().parent / "data"
-
-
-def _pyrsr_satellites() -> list[str] | None:
-    data = _pyrsr_data_dir()
-    if data is None:
-        return None
-    if not data.is_dir():
-        return []
-    return sorted(p.name for p in data.iterdir() if p.is_dir())
-
-
-def _natural_key(s: str) -> tuple[int, str]:
-    m = re.match(r"(\d+)(.*)", s)
-    return (int(m.group(1)), m.group(2)) if m else (10**6, s)
-
-
-def _band_token(token: str) -> str:
-    """'B02' / 'band_2' / '2' / 'B8A' -> pyrsr's '2' / '8A'."""
-    t = token.strip().upper()
-    t = re.sub(r"^(BAND_?|B)", "", t)
-    t = t.lstrip("0") or "0"
-    return t
-
-
-def _band_label(b: str) -> str:
-    """pyrsr's '2' / '8A' / '10' -> 'B02' / 'B8A' / 'B10' (Sentinel-2 style)."""
-    return f"B{b}" if len(b) >= 2 else f"B0{b}"
-
-
-def _pyrsr_sensor(spec: str, wl: np.ndarray) -> SpectralResponse:
-    data = _pyrsr_data_dir()
-    if data is None:
-        raise InputError(
-            f"sensor {spec!r} needs the optional package pyrsr: "
-            "pip install csakd[sensors] (or pip install pyrsr)"
-        )
-    sats = _pyrsr_satellites() or []
-    target, _, band_part = spec.partition(":")
-    sat_name, _, sensor_name = target.partition("/")
-    sat_lookup = {s.lower(): s for s in sats}
-    sat = sat_lookup.get(sat_name.strip().lower())
-    if sat is None:
-        raise InputError(f"unknown pyrsr satellite {sat_name.strip()!r}; known: {', '.join(sats)}")
-    sensors = sorted(p.name for p in (data / sat).iterdir() if p.is_dir())
-    if sensor_name.strip():
-        sensor = {s.lower(): s for s in sensors}.get(sensor_name.strip().lower())
-        if sensor is None:
-            raise InputError(f"pyrsr satellite {sat} has no sensor {sensor_name.strip()!r}; known: {sensors}")
-    elif len(sensors) == 1:
-        sensor = sensors[0]
-    else:
-        raise InputError(
-            f"pyrsr satellite {sat} carries several sensors {sensors}: name one, e.g. '{sat}/{sensors[0]}'"
-        )
-    available = sorted(
-        (p.name[len("band_") :] for p in (data / sat / sensor).iterdir() if p.name.startswith("band_")),
-        key=_natural_key,
-    )
-    if band_part.strip():
-        wanted = [_band_token(t) for t in band_part.split(",") if t.strip()]
-        unknown = [t for t in wanted if t not in available]
-        if unknown:
-            missing = ", ".join(_band_label(b) for b in unknown)
-            labels = ", ".join(_band_label(b) for b in available)
-            raise InputError(f"{sat}/{sensor} has no band(s) {missing}; available: {labels}")
-    else:
-        from pyrsr.sensorspecs import get_LayerBandsAssignment
-
-        try:
-            wanted = list(get_LayerBandsAssignment(sat, sensor, no_thermal=True, no_pan=True))
-        except ValueError:
-            wanted = available
-    from pyrsr import RelativeSpectralResponse
-
-    rsr = RelativeSpectralResponse(sat, sensor, LayerBandsAssignment=wanted)
-    curve_wl = np.asarray(rsr.rsrs_wvl, dtype=np.float64)  # nm (pyrsr converts micrometre files)
-    curves = np.stack([np.asarray(rsr.rsrs_norm01[b], dtype=np.float64) for b in rsr.bands], axis=1)
-    names = tuple(_band_label(b) for b in rsr.bands)
-    canonical = f"pyrsr:{sat}/{sensor}:{','.join(names)}"
-    matrix = _resample_curves(curve_wl, curves, wl, names, f"sensor {canonical!r}")
-    return SpectralResponse(matrix=matrix, band_names=names, source=canonical)
-
-
-def read_matrix(path: str | os.PathLike[str], *, what: str = "matrix") -> np.ndarray:
-    """Read one 2-D numeric array from a file.
-
-    Formats: ``.npy``; ``.npz`` and ``.mat`` holding one 2-D array (or, among several, one named
-    ``R``, ``srf``, ``psf``, ``kernel`` or ``s``); MATLAB v7.3 ``.mat`` (HDF5, read with h5py and
-    transposed back to MATLAB's row/column order); ``.txt`` / ``.csv`` without header (``np.loadtxt``).
-
-    Returns:
-        a float64 array of 2 dimensions.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{what} file {p} not found")
-    suffix = p.suffix.lower()
-    arrays: dict[str, np.ndarray]
-    try:
-        if suffix in (".npy", ".npz"):
-            _check_numpy_headers(p, suffix)
-        if suffix == ".npy":
-            arrays = {"array": np.load(p, allow_pickle=False)}
-        elif suffix == ".npz":
-            with np.load(p, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        elif suffix == ".mat":
-            arrays = _read_mat(p)
-        elif suffix in (".txt", ".csv", ".dat"):
-            arrays = {"array": np.loadtxt(p, delimiter="," if suffix == ".csv" else None, ndmin=2)}
-        else:
-            raise InputError(f"{what} file {p}: unsupported suffix {suffix!r}; use .npy, .npz, .mat or .txt")
-    except InputError:
-        raise
-    except Exception as exc:  # a corrupt or foreign file: say which and why
-        raise InputError(
-            f"{what} file {p} could not be read as {suffix} ({type(exc).__name__}: {exc})"
-        ) from exc
-    candidates = {k: v for k, v in arrays.items() if isinstance(v, np.ndarray) and v.ndim == 2 and v.size > 1}
-    if len(candidates) > 1:
-        for pref in ("R", "srf", "psf", "kernel", "s"):
-            if pref in candidates:
-                candidates = {pref: candidates[pref]}
-                break
-    if len(candidates) != 1:
-        found = {k: getattr(v, "shape", None) for k, v in arrays.items()}
-        raise InputError(f"{what} file {p}: expected exactly one 2-D array, found {found}")
-    arr = next(iter(candidates.values()))
-    if not np.issubdtype(arr.dtype, np.number):
-        raise InputError(f"{what} file {p}: the array is not numeric ({arr.dtype})")
-    return np.asarray(arr, dtype=np.float64)
-
-
-def _check_numpy_headers(p: Path, suffix: str) -> None:
-    """Refuse, from the array headers and before loading, ``.npy`` / ``.npz`` arrays that are truncated or
-    declare more than memory could hold (see :func:`csakd.data.cube.check_allocation`)."""
-    import zipfile
-
-    from csakd.data.cube import check_allocation
-    from csakd.data.io_numpy import _read_npy_header
-
-    if suffix == ".npy":
-        with open(p, "rb") as fh:
-            shape, _fortran, dt = _read_npy_header(fh, str(p))
-            offset = fh.tell()
-        check_allocation(shape, max(dt.itemsize, 8), str(p))
-        if p.stat().st_size < offset + math.prod(shape) * dt.itemsize:
-            raise InputError(f"{p} is truncated: its header declares {shape} of {dt}")
-        return
-    with zipfile.ZipFile(p) as zf:
-        for info in zf.infolist():
-            if info.filename.endswith(".npy"):
-                with zf.open(info) as member:
-                    shape, _fortran, dt = _read_npy_header(member, f"{p}:{info.filename}")
-                check_allocation(shape, max(dt.itemsize, 8), f"{p}:{info.filename}")
-
-
-def _read_mat(p: Path) -> dict[str, np.ndarray]:
-    import scipy.io
-    from scipy.io.matlab import matfile_version
-
-    from csakd.data.io_mat_check import check_mat5
-
-    try:
-        names = None
-        if matfile_version(str(p))[0] == 1:  # v5: scipy's compiled reader can crash on damaged files
-            names = [n for n, ok in check_mat5(p).items() if ok]
-        raw = scipy.io.loadmat(p, variable_names=names)
-        return {k: v for k, v in raw.items() if not k.startswith("__") and isinstance(v, np.ndarray)}
-    except NotImplementedError:  # MATLAB v7.3 = HDF5
-        import h5py
-
-        out: dict[str, np.ndarray] = {}
-        with h5py.File(p, "r") as f:
-            for k, v in f.items():
-                if isinstance(v, h5py.Dataset):
-                    out[k] = np.asarray(v[()]).T  # h5py sees MATLAB arrays transposed
-        return out
 
 
 def _is_matrix_file(spec: str | os.PathLike[str]) -> bool:

@@ -139,7 +139,8 @@ def _fit_scene(lr_path: Path, msi_path: Path, out: Path, rdir: Path, opts: FitOp
     from csakd.models import DTSNet, preset_config
     from csakd.normalization import Normalization
     from csakd.train.config import TrainConfig
-    from csakd.train.trainer import RunSpec, Trainer
+    from csakd.train.plan import RunSpec
+    from csakd.train.trainer import Trainer
 
     timings: dict[str, float] = {}
     t_start = time.perf_counter()

@@ -9,8 +9,9 @@ The names are imported on first use, so that csakd.inference.onnx_runtime (no Py
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
+
+from csakd.lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from csakd.data.cube_writer import CubeWriter
@@ -32,10 +33,9 @@ _LAZY = {
 }
 
 
+_lazy = lazy_getattr(__name__, _LAZY)
+
+
 def __getattr__(name: str) -> Any:
     """Import fuse_arrays / fuse_files (which need torch) on first access."""
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return _lazy(name)

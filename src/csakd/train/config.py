@@ -29,7 +29,7 @@ class TrainConfig:
         recipe: ``paper`` or ``default``; see :func:`recipe_defaults`.
         epochs: passes over the training set (an epoch is ``samples_per_epoch`` crops). None (the default):
             with ``max_minutes``, the run is planned in steps to fill the budget (see
-            :class:`~csakd.train.trainer.Plan`); without it, 100 epochs.
+            :class:`~csakd.train.plan.Plan`); without it, 100 epochs.
         max_minutes: wall-clock budget, validations included; with ``epochs`` too, training stops at whichever
             comes first.
         val_count: in a run planned by its budget, how many validations (evenly spaced in steps; 10 = every

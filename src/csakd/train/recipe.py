@@ -1,9 +1,9 @@
 """Building a training run from options: data, degradation, model configs and device-sized defaults.
 
 :func:`build_run` turns the options of ``csakd train`` (any object with the CLI's attribute names, e.g. the
-parsed :class:`argparse.Namespace`) into a :class:`BuiltRun`: the :class:`~csakd.train.trainer.RunSpec`, the
+parsed :class:`argparse.Namespace`) into a :class:`BuiltRun`: the :class:`~csakd.train.plan.RunSpec`, the
 training and validation datasets, and the notes that say what was chosen for the user and why. The CLI only
-parses and calls it; the trainer then plans the steps in the budget (:class:`~csakd.train.trainer.Plan`).
+parses and calls it; the trainer then plans the steps in the budget (:class:`~csakd.train.plan.Plan`).
 
 Device-sized defaults: when the user names no preset, widths, blocks, crop or batch, a CPU run gets networks and
 crops that take hundreds of steps in a half-hour budget (:data:`CPU_DEFAULTS`; the paper's teacher takes minutes
@@ -21,7 +21,7 @@ from csakd.errors import InputError
 from csakd.losses import LossWeights
 from csakd.normalization import Normalization
 from csakd.train.config import TrainConfig, apply_recipe
-from csakd.train.trainer import RunSpec
+from csakd.train.plan import RunSpec
 
 log = logging.getLogger(__name__)
 

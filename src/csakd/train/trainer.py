@@ -22,7 +22,6 @@ import logging
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,130 +37,18 @@ from csakd.io_utils import write_json
 from csakd.losses import student_loss, teacher_loss
 from csakd.metrics import compute_metrics, summarize
 from csakd.models import DTSNet, ModelConfig
-from csakd.normalization import Normalization, from_network, to_network
+from csakd.normalization import from_network, to_network
 from csakd.train import distributed as ddp
-from csakd.train.config import TrainConfig
+from csakd.train.plan import Batch, Plan, RunSpec, SampleStream, lr_factor
 from csakd.train.setup import ProcessContext, setup_process, teardown_process
 
 log = logging.getLogger(__name__)
-
-Batch = dict[str, torch.Tensor]
-
-
-@dataclass
-class RunSpec:
-    """What a run trains and on what: model configs, training settings, and data facts for checkpoints."""
-
-    train: TrainConfig
-    teacher: ModelConfig | None = None
-    student: ModelConfig | None = None
-    normalization: Normalization = field(default_factory=lambda: Normalization("per_image"))
-    wavelengths: list[float] | None = None
-    response: dict[str, Any] | None = None
-    degradation: dict[str, Any] | None = None
-    data: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "train": self.train.to_dict(),
-            "teacher": None if self.teacher is None else self.teacher.to_dict(),
-            "student": None if self.student is None else self.student.to_dict(),
-            "normalization": self.normalization.to_dict(),
-            "wavelengths": self.wavelengths,
-            "response": self.response,
-            "degradation": self.degradation,
-            "data": self.data,
-        }
 
 
 def amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
     if setting == "off" or (setting == "auto" and device.type != "cuda"):
         return None
     return torch.float16 if setting == "fp16" else torch.bfloat16
-
-
-def lr_factor(cfg: TrainConfig, role: str, epoch: int, progress: float) -> float:
-    """The learning-rate multiplier at ``epoch`` (0-based) and run ``progress`` in [0, 1]."""
-    if cfg.schedule == "paper":
-        if role == "teacher":
-            base = cfg.lr_teacher
-            eta_min = 1e-10
-            return (eta_min + (base - eta_min) * (1 + math.cos(math.pi * epoch / cfg.total_epochs)) / 2) / base
-        return 0.9 ** (epoch // 100)
-    if progress < cfg.warmup:
-        return max(progress / cfg.warmup, 1e-3)
-    t = (progress - cfg.warmup) / max(1e-9, 1 - cfg.warmup)
-    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
-
-
-@dataclass
-class Plan:
-    """How a run planned by its budget spends it: the steps that fit, and the validation interval.
-
-    ``total_steps`` is derived from the timed first steps (``step_seconds``, the median of ``timed``) and the
-    time left after ``val_count`` validations and state saves (``val_seconds``, ``save_seconds`` each), less a
-    margin of 2%; validation runs every ``interval`` steps and at the end. The learning-rate schedule follows
-    the fraction of the budget used, so it ends at the budget's end whatever the steps cost.
-    """
-
-    total_steps: int
-    interval: int
-    step_seconds: float
-    timed: int
-    val_seconds: float
-    save_seconds: float
-    val_count: int
-
-    @classmethod
-    def make(cls, done: int, step_seconds: float, timed: int, val_seconds: float, save_seconds: float,
-             seconds_left: float, val_count: int, *, has_val: bool) -> Plan:
-        count = val_count if has_val else 1
-        val = val_seconds if has_val else 0.0
-        train_seconds = seconds_left * 0.98 - count * (val + save_seconds)
-        total = done + max(0, int(train_seconds / max(step_seconds, 1e-6)))
-        interval = max(1, math.ceil(total / count))
-        return cls(total, interval, step_seconds, timed, val, save_seconds, count)
-
-    def replan(self, done: int, validated: int, step_seconds: float, val_seconds: float, seconds_left: float) -> None:
-        """After the ``validated``-th interval (its validation still to come): the steps that fit in
-        ``seconds_left`` at the measured ``step_seconds``, spread over the validations left."""
-        after = max(0, self.val_count - validated)  # validations after this interval's
-        if after == 0:  # this interval's validation is the last one planned: the run ends with it
-            self.total_steps = done
-            return
-        train_seconds = seconds_left * 0.98 - (1 + after) * (val_seconds + self.save_seconds)
-        self.total_steps = done + max(0, int(train_seconds / max(step_seconds, 1e-6)))
-        self.interval = max(1, math.ceil((self.total_steps - done) / max(after, 1)))
-        self.step_seconds = step_seconds
-
-    def describe(self, budget_seconds: float) -> str:
-        per_minute = 60 / max(self.step_seconds, 1e-9)
-        return (f"plan: {self.step_seconds:.3g} s per step (median of {self.timed} timed steps), {per_minute:.0f} "
-                f"steps per minute -> {self.total_steps} steps in {budget_seconds / 60:.3g} min; validation every "
-                f"{self.interval} steps ({self.val_count} times, {self.val_seconds:.1f} s each); the learning "
-                "rate's cosine ends at the budget's end")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-class _SampleStream(Dataset[Batch]):
-    """The training set as one stream: sample ``g`` is item ``order(g // N)[g % N]`` of pass ``g // N``."""
-
-    def __init__(self, data: Dataset[Batch], order: Any) -> None:
-        self.data, self.order, self.n = data, order, len(data)  # type: ignore[arg-type]
-        self._orders: dict[int, list[int]] = {}
-
-    def __len__(self) -> int:
-        return 2**62
-
-    def __getitem__(self, g: int) -> Batch:
-        epoch, j = divmod(int(g), self.n)
-        if epoch not in self._orders:
-            self._orders = {epoch: self.order(epoch)}
-        if hasattr(self.data, "set_epoch"):
-            self.data.set_epoch(epoch)
-        return self.data[self._orders[epoch][j]]
 
 
 class Trainer:
@@ -531,10 +418,10 @@ class Trainer:
     def fit(self, *, stop_after_epochs: int | None = None, stop_after_steps: int | None = None) -> dict[str, Any]:
         """Train until the plan, the epochs or the time budget run out; return the summary.
 
-        With ``max_minutes`` and no ``epochs`` the run is planned in steps (:class:`Plan`): the first steps are
-        timed, the number of steps that fills the budget (validations included) is derived from them, and the
-        networks are validated ``val_count`` times, evenly. Otherwise it runs ``epochs`` passes (validating
-        every ``val_every``), stopped early by ``max_minutes`` if given.
+        With ``max_minutes`` and no ``epochs`` the run is planned in steps (:class:`~csakd.train.plan.Plan`): the
+        first steps are timed, the number of steps that fills the budget (validations included) is derived from
+        them, and the networks are validated ``val_count`` times, evenly. Otherwise it runs ``epochs`` passes
+        (validating every ``val_every``), stopped early by ``max_minutes`` if given.
 
         ``stop_after_epochs`` / ``stop_after_steps`` end this session early (after that many epochs or
         validation intervals / steps in total), as an interruption would; ``resume`` continues it. With several
@@ -648,7 +535,7 @@ class Trainer:
         training set's per-pass order, the same as the epoch loop's), so the plan changes no sample.
         """
         cfg = self.cfg
-        stream = _SampleStream(self.train_set, self._epoch_order)
+        stream = SampleStream(self.train_set, self._epoch_order)
         deadline = started + budget
         if self.plan is None:
             step_seconds, n_timed = self._time_first_steps(stream, started, budget)
@@ -699,7 +586,7 @@ class Trainer:
                 reason = "paused"
         return reason
 
-    def _time_first_steps(self, stream: _SampleStream, started: float, budget: float) -> tuple[float, int]:
+    def _time_first_steps(self, stream: SampleStream, started: float, budget: float) -> tuple[float, int]:
         """Train the first steps one at a time and return the seconds per step and how many were timed.
 
         At least 3 steps and 2% of the budget are spent (at most 20 steps, or 2 steps and 5%); the first step,
@@ -736,7 +623,7 @@ class Trainer:
         timed = times[1:] if len(times) > 1 else times
         return sorted(timed)[len(timed) // 2], len(timed)
 
-    def _stream_loader(self, stream: _SampleStream, first_step: int, end_step: int) -> DataLoader[Batch]:
+    def _stream_loader(self, stream: SampleStream, first_step: int, end_step: int) -> DataLoader[Batch]:
         """This rank's batches of steps ``first_step .. end_step - 1`` of the sample stream."""
         batch_size = self.cfg.batch_size
         order = list(range(first_step * batch_size, end_step * batch_size))
