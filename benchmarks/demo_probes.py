@@ -40,7 +40,8 @@ from csakd.models import DTSNet, preset_config
 from csakd.normalization import Normalization
 from csakd.scene import demo_response, demo_scene
 from csakd.train.config import TrainConfig, apply_recipe
-from csakd.train.trainer import RunSpec, Trainer
+from csakd.train.plan import RunSpec
+from csakd.train.trainer import Trainer
 
 
 def parse() -> argparse.Namespace:
