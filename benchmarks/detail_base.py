@@ -26,7 +26,7 @@ from csakd.baselines import cnmf, gsa
 from csakd.data import read_cube
 from csakd.degradation import Degradation, DegradationConfig
 from csakd.degradation.spatial import upsample_in_phase
-from csakd.io_utils import write_json
+from csakd.files import write_json
 from csakd.metrics import psnr, sam
 from csakd.models import create_model
 

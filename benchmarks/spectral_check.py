@@ -24,8 +24,8 @@ from common import environment
 
 from csakd.data import read_cube
 from csakd.degradation import Degradation, DegradationConfig, SpectralResponse
+from csakd.files import write_json
 from csakd.inference.checks import CONSISTENCY_WARN, spectral_consistency
-from csakd.io_utils import write_json
 
 
 def camspec(path: Path, bands: int = 31) -> dict[str, np.ndarray]:

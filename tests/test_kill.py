@@ -38,7 +38,7 @@ import csakd.data.io_tiff as io_tiff
 from csakd.checkpoint import read_payload, save_payload
 from csakd.data import Cube, read_cube, write_cube
 from csakd.errors import CsakdError, InputError, OutputExistsError
-from csakd.io_utils import write_json
+from csakd.files import write_json
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from csakd.errors import CheckpointError
-from csakd.io_utils import atomic_write
+from csakd.files import atomic_write
 from csakd.models import DTSNet, ModelConfig, load_reference_model
 from csakd.models.reference import infer_reference_config, is_reference_state_dict
 from csakd.normalization import Normalization

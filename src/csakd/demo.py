@@ -29,7 +29,7 @@ from csakd.checkpoint import LoadedModel, load_checkpoint
 from csakd.data.pairs import SimulatedPairs
 from csakd.degradation import Degradation, DegradationConfig, SpectralResponse
 from csakd.evaluate import EvalPair, bicubic_method, evaluate, format_table, model_method
-from csakd.io_utils import atomic_write
+from csakd.files import atomic_write
 from csakd.models import DTSNet, preset_config
 from csakd.normalization import Normalization
 from csakd.scene import demo_response, demo_scene

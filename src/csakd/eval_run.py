@@ -274,7 +274,7 @@ def run_evaluation(options: EvalOptions) -> dict[str, Any]:
         result["fast_path_deltas"] = path_deltas(result["methods"])
     if out_dir is not None:
         from csakd.evaluate import markdown_table
-        from csakd.io_utils import write_json
+        from csakd.files import write_json
         from csakd.models import count_macs, count_params
 
         h, w = first.hr_hsi.shape[-2:]

@@ -17,7 +17,7 @@ import torch
 
 from csakd.checkpoint import LoadedModel
 from csakd.degradation import upsample_in_phase
-from csakd.io_utils import check_result
+from csakd.files import check_result
 from csakd.metrics import compute_metrics, summarize
 from csakd.normalization import from_network, to_network
 

@@ -18,15 +18,15 @@ def _int_tuple(text: str) -> tuple[int, ...]:
 def _check_io(args: argparse.Namespace, outputs: dict[str, Any], inputs: dict[str, Any],
               folders: Sequence[str] = ()) -> None:
     """Before any work: no output may be an input (or lie in an input folder), two outputs may not be one
-    file, and an existing output file needs ``--overwrite`` (:func:`csakd.io_utils.check_outputs`)."""
-    from csakd.io_utils import check_outputs
+    file, and an existing output file needs ``--overwrite`` (:func:`csakd.files.check_outputs`)."""
+    from csakd.files import check_outputs
 
     check_outputs(outputs, inputs, overwrite=getattr(args, "overwrite", None), folders=folders)
 
 
 def _json_out(path: str | None, data: Any) -> None:
     if path:
-        from csakd.io_utils import write_json
+        from csakd.files import write_json
 
         write_json(path, data)
 

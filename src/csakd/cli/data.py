@@ -38,7 +38,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from csakd.data import Cube, read_cube, write_cube
     from csakd.data.hr_cubes import center_crop
     from csakd.degradation import Degradation
-    from csakd.io_utils import check_writable
+    from csakd.files import check_writable
 
     _check_io(args, {"--out-lr": args.out_lr, "--out-msi": args.out_msi, "--json": args.json},
               {"--hr-hsi": args.hr_hsi, "--srf": args.srf, "--psf": args.psf, "--wavelengths": args.wavelengths})

@@ -27,7 +27,7 @@ log = logging.getLogger("csakd")
 
 # ---------------------------------------------------------------------------------------------- train
 def cmd_train(args: argparse.Namespace) -> int:
-    from csakd.io_utils import write_json
+    from csakd.files import write_json
     from csakd.train.recipe import build_run, train_config
     from csakd.train.setup import setup_process, teardown_process
     from csakd.train.trainer import Trainer
@@ -78,7 +78,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _write_yaml(path: Path, data: dict[str, Any]) -> None:
     import yaml
 
-    from csakd.io_utils import atomic_write
+    from csakd.files import atomic_write
 
     atomic_write(path, lambda tmp: tmp.write_text(yaml.safe_dump(data, sort_keys=False)))
 
@@ -102,7 +102,7 @@ def _evaluate(options: Any, json_path: str | None) -> None:
     """Check the outputs of an evaluation, run it (:func:`csakd.eval_run.run_evaluation`) and report it."""
     from csakd.eval_run import run_evaluation
     from csakd.evaluate import format_table
-    from csakd.io_utils import check_outputs
+    from csakd.files import check_outputs
 
     check_outputs({"--out": options.out, "--json": json_path},
                   {"--checkpoint": options.checkpoint_files(), "--data": options.data, "--aviris": options.aviris,

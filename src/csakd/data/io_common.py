@@ -13,7 +13,7 @@ from typing import Literal
 import numpy as np
 
 from csakd.errors import CsakdError, InputError, OutputExistsError
-from csakd.io_utils import check_parent, default_file_mode, new_part_file, write_error
+from csakd.files import check_parent, default_file_mode, new_part_file, write_error
 
 __all__ = [
     "Layout",

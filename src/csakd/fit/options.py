@@ -13,7 +13,7 @@ import torch
 
 from csakd.data.writers import SUPPORTED_WRITE_SUFFIXES
 from csakd.errors import InputError
-from csakd.io_utils import check_writable
+from csakd.files import check_writable
 
 __all__ = ["MIN_LR_SIDE", "FitOptions", "command_line", "grid_ratio"]
 

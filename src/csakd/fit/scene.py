@@ -48,6 +48,7 @@ from csakd.data import Cube, read_cube, write_cube
 from csakd.degradation import DegradationConfig, SpectralResponse, upsample_in_phase
 from csakd.degradation.estimate import degrade
 from csakd.errors import InputError
+from csakd.files import check_outputs, check_result, write_json
 from csakd.fit.data import WaldCrops
 from csakd.fit.estimates import (
     SceneEstimates,
@@ -71,7 +72,6 @@ from csakd.fit.options import (
     command_line,
     grid_ratio,
 )
-from csakd.io_utils import check_outputs, check_result, write_json
 from csakd.metrics import compute_metrics
 
 log = logging.getLogger("csakd.fit")

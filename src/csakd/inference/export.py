@@ -50,7 +50,7 @@ from torch import nn
 import csakd
 from csakd.checkpoint import LoadedModel, load_checkpoint
 from csakd.errors import CsakdError, InputError
-from csakd.io_utils import atomic_path, check_writable
+from csakd.files import atomic_path, check_writable
 
 if TYPE_CHECKING:
     import onnx

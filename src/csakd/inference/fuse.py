@@ -113,7 +113,7 @@ def fuse_files(
     """Read the two files, fuse, and write the result in the format of ``out_path``'s extension.
 
     Everything is checked before the output is written; an existing output needs ``overwrite``; the output is
-    never one of the inputs (:func:`csakd.io_utils.check_outputs`). Negative or absurd input values are warned
+    never one of the inputs (:func:`csakd.files.check_outputs`). Negative or absurd input values are warned
     about (refused with ``strict``); a result with NaN or Inf values is not written.
     Wavelengths come from the LR-HSI (else the checkpoint); georeferencing from the HR-MSI. Georeferenced
     inputs must cover the same footprint (:func:`csakd.inference.geo.check_footprint`); nodata pixels are

@@ -35,9 +35,9 @@ from csakd.data import Cube, read_cube, write_cube
 from csakd.data.cube_writer import CubeWriter
 from csakd.data.writers import check_writer_installed, output_targets
 from csakd.errors import InputError
+from csakd.files import check_outputs, check_result
 from csakd.inference.checks import ClipCounter, check_pair_response
 from csakd.inference.geo import NodataMasks, apply_nodata, check_footprint, output_geo, output_nodata, prepare_nodata
-from csakd.io_utils import check_outputs, check_result
 from csakd.normalization import Normalization, check_values
 
 __all__ = ["CheckedPair", "Runtime", "check_arrays", "check_grids", "check_pair", "check_target", "fuse_files",
@@ -138,7 +138,7 @@ def check_arrays(lr_hsi: np.ndarray, hr_msi: np.ndarray, model: Runtime) -> None
 
 def check_target(out_path: str | os.PathLike[str], inputs: Mapping[str, str | os.PathLike[str]], *,
                  overwrite: bool = False) -> Path:
-    """Check the output before any work: not one of ``inputs`` (:func:`csakd.io_utils.check_outputs`), free
+    """Check the output before any work: not one of ``inputs`` (:func:`csakd.files.check_outputs`), free
     unless ``overwrite``, of a format csakd writes, with its file library installed; return it as a Path."""
     check_outputs({"out": out_path}, inputs, overwrite=overwrite)
     target = Path(out_path).expanduser()

@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 from csakd.checkpoint import load_checkpoint, model_payload, read_payload, save_payload, unwrap
 from csakd.degradation import add_noise
 from csakd.errors import CsakdError, InputError
-from csakd.io_utils import write_json
+from csakd.files import write_json
 from csakd.losses import student_loss, teacher_loss
 from csakd.metrics import compute_metrics, summarize
 from csakd.models import DTSNet, ModelConfig
