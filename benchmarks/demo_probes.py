@@ -34,11 +34,11 @@ from csakd.checkpoint import LoadedModel, load_checkpoint
 from csakd.data.pairs import SimulatedPairs
 from csakd.degradation import Degradation, DegradationConfig, SpectralResponse
 from csakd.demo import lift_shadows
+from csakd.demo_scene import demo_response, demo_scene
 from csakd.evaluate import EvalPair, evaluate, model_method
 from csakd.metrics import psnr
 from csakd.models import DTSNet, preset_config
 from csakd.normalization import Normalization
-from csakd.scene import demo_response, demo_scene
 from csakd.train.config import TrainConfig, apply_recipe
 from csakd.train.plan import RunSpec
 from csakd.train.trainer import Trainer

@@ -15,7 +15,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "csakd"
 
 #: Layer of each module or package (lower numbers may not import higher ones).
 LAYERS = {
-    0: ["errors", "lazy", "files", "envinfo", "metrics", "normalization", "devices", "degradation", "data", "scene"],
+    0: ["errors", "lazy", "files", "envinfo", "metrics", "normalization", "devices", "degradation", "data",
+        "demo_scene"],
     1: ["models", "checkpoint", "losses", "baselines"],
     2: ["inference/pipeline", "inference/fuse", "inference/tiled", "inference/tiling", "inference/passes",
         "inference/onnx_runtime", "inference/export", "inference/geo", "inference/checks", "inference/__init__",

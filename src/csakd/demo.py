@@ -1,8 +1,8 @@
 """``csakd demo``: the whole method on an embedded scene, on the CPU, in a few minutes, no files needed.
 
-The scene is :func:`csakd.scene.demo_scene` (a real photograph's structure with measured reflectance
+The scene is :func:`csakd.demo_scene.demo_scene` (a real photograph's structure with measured reflectance
 spectra, 31 bands 400-700 nm), its HR-MSI through the measured response of a Nikon D5100
-(:func:`csakd.scene.demo_response`), its LR-HSI by a 9x9 Gaussian blur (sigma 2) and x4 decimation. The
+(:func:`csakd.demo_scene.demo_response`), its LR-HSI by a 9x9 Gaussian blur (sigma 2) and x4 decimation. The
 scene's dark half (a third of the photo's pixels are below 0.5% of its maximum, where any spectral angle
 is noise) is lifted by a per-pixel gain that leaves each spectrum's shape unchanged: a pixel whose brightest
 band is ``b`` is scaled to ``b ** 0.5`` (as shading or exposure would), then the cube is divided by its maximum.
@@ -28,11 +28,11 @@ import yaml
 from csakd.checkpoint import LoadedModel, load_checkpoint
 from csakd.data.pairs import SimulatedPairs
 from csakd.degradation import Degradation, DegradationConfig, SpectralResponse
+from csakd.demo_scene import demo_response, demo_scene
 from csakd.evaluate import EvalPair, bicubic_method, evaluate, format_table, model_method
 from csakd.files import atomic_write
 from csakd.models import DTSNet, preset_config
 from csakd.normalization import Normalization
-from csakd.scene import demo_response, demo_scene
 from csakd.train.config import TrainConfig, apply_recipe
 from csakd.train.plan import RunSpec
 from csakd.train.setup import setup_process, teardown_process
@@ -85,7 +85,7 @@ def run_demo(
         wavelengths=[float(w) for w in wavelengths],
         response=response.to_dict(),
         degradation=degradation.config.to_dict(),
-        data={"source": "csakd.scene.demo_scene", "size": DEMO_SIZE, "train_columns": [0, DEMO_SPLIT]},
+        data={"source": "csakd.demo_scene.demo_scene", "size": DEMO_SIZE, "train_columns": [0, DEMO_SPLIT]},
     )
     process = setup_process(spec.train, samples_per_epoch=len(train_set))  # the seed of the networks' weights
     try:

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
-from csakd.errors import InputError
-from csakd.scene import (
+from csakd.demo_scene import (
     SPECTRAL_RANGE_NM,
     default_wavelengths,
     demo_photo,
@@ -15,6 +14,7 @@ from csakd.scene import (
     demo_scene,
     srgb_to_linear,
 )
+from csakd.errors import InputError
 
 
 @pytest.fixture(scope="module")
