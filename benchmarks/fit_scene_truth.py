@@ -12,15 +12,16 @@ Each case takes a real hyperspectral cube from ../shared/data as the truth ``X``
 gains and offsets) once per ``--modes`` (full, reduced, both) with a budget of ``--minutes`` each, and the fused
 image is compared with the truth: PSNR (per-band peak, mean over bands, dB), SAM (degrees), ERGAS. Beside it:
 in-phase bicubic upsampling, GSA, CNMF and HySure, run with the fit's own estimates (PSF, phase, response; the
-MSI's estimated offsets removed), the network's residual base alone (``base``), each fit's network (``fit-<mode>``)
-and what fit-scene wrote after its fitted-or-base decision (``written-<mode>``).
+MSI's estimated offsets removed), the network's residual base alone (``base``: fit-scene's default denoised base,
+:mod:`csakd.fit.base`; ``base-plain``: the same checkpoint without the denoising settings, i.e. ``--base plain``),
+each fit's network (``fit-<mode>``) and what fit-scene wrote after its fitted-or-base decision (``written-<mode>``).
 
 Cases (cropped to run on one CPU core): two CAVE scenes (31 bands, 128x128, x4), dc_mall (HYDICE, 191 bands),
 Pavia (ROSIS, 102 bands) and MUUFL (CASI, 64 bands), 99x99 at x3. The cube files hold no wavelengths except
 CAVE's; the others get evenly spaced band centres over their sensors' ranges (dc_mall 400-2400 nm, whose
 water-absorption bands were removed, so its centres are approximate; Pavia 430-860; MUUFL 375-1050).
 
-    OMP_NUM_THREADS=1 taskset -c 0 python benchmarks/fit_scene_truth.py --minutes 0.75 \
+    OMP_NUM_THREADS=1 taskset -c 0 python benchmarks/fit_scene_truth.py --minutes 0.5 \
         --json benchmarks/results/fit_scene_truth_cpu.json --md benchmarks/results/fit_scene_truth_cpu.md
 """
 
