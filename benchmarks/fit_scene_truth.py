@@ -153,10 +153,12 @@ def run_case(case: dict[str, Any], modes: list[str], minutes: float, folder: Pat
                                      tile=0, device="cpu")
             assert base is not None
             rows["base"] = metrics(base, case["x"], s)
-            plain = fuse_tiled_arrays(_plain(load_checkpoint(rep["outputs"]["base_checkpoint"])), case["y"],
-                                      case["z"], tile=0, device="cpu")
-            assert plain is not None
-            rows["base-plain"] = metrics(plain, case["x"], s)
+            for label, drop in (("base-plain", ("detail_eps", "output")), ("base-ridge-only", ("output",)),
+                                ("base-subspace-only", ("detail_eps",))):
+                part = fuse_tiled_arrays(_without(load_checkpoint(rep["outputs"]["base_checkpoint"]), drop),
+                                         case["y"], case["z"], tile=0, device="cpu")
+                assert part is not None
+                rows[label] = metrics(part, case["x"], s)
         rows[f"fit-{mode}"] = metrics(fitted, case["x"], s)
         rows[f"written-{mode}"] = metrics(written, case["x"], s)
         runs[mode] = {"seconds": round(seconds, 1), "decision": {k: v for k, v in rep["decision"].items()
@@ -187,12 +189,15 @@ def run_case(case: dict[str, Any], modes: list[str], minutes: float, folder: Pat
             "methods": rows, "runs": runs}
 
 
-def _plain(loaded: Any) -> Any:
-    """The same checkpoint with fit-scene's denoising settings of the base removed (``--base plain``)."""
+def _without(loaded: Any, drop: tuple[str, ...]) -> Any:
+    """The same checkpoint without some of fit-scene's denoising settings of the base: ``detail_eps`` (the noise
+    ridge) and/or ``output`` (the subspace projection); both dropped is ``--base plain``."""
     from csakd.models import DTSNet
 
-    cfg = replace(loaded.model.config, detail_eps=None, output_mean=None, output_analysis=None,
-                  output_synthesis=None)
+    gone: dict[str, Any] = {"detail_eps": None} if "detail_eps" in drop else {}
+    if "output" in drop:
+        gone.update(output_mean=None, output_analysis=None, output_synthesis=None)
+    cfg = replace(loaded.model.config, **gone)
     model = DTSNet(cfg)
     model.load_state_dict(loaded.model.state_dict())
     return replace(loaded, model=model)
@@ -213,7 +218,7 @@ def markdown(record: dict[str, Any]) -> str:
     names: list[str] = []
     for c in cases:
         names += [n for n in c["methods"] if n not in names]
-    first = ("bicubic", "gsa", "cnmf", "hysure", "base-plain", "base")
+    first = ("bicubic", "gsa", "cnmf", "hysure", "base-plain", "base-ridge-only", "base-subspace-only", "base")
     order = [n for n in first if n in names] + [n for n in names if n not in first]
     head = "| method | " + " | ".join(c["case"]["name"] for c in cases) + " | mean PSNR | mean SAM |"
     lines = [
@@ -235,7 +240,7 @@ def markdown(record: dict[str, Any]) -> str:
     lines += ["", "`base-plain`: the regression base as `csakd train` builds it, with the estimated PSF "
               "(`--base plain`); `base`: fit-scene's default denoised base (a detail ridge at the HR-MSI's "
               "estimated noise variance, the output projected onto the LR-HSI's noise-whitened principal "
-              "subspace of `k` dimensions).", "",
+              "subspace of `k` dimensions); `base-ridge-only` and `base-subspace-only`: one of the two.", "",
               "| case | camera | PSF (true) | phase est/true | PSF L1 error | model residual dB | base k, ridge | "
               "decisions |",
               "| --- | --- | --- | --- | --- | --- | --- | --- |"]
