@@ -12,15 +12,16 @@ Each case takes a real hyperspectral cube from ../shared/data as the truth ``X``
 gains and offsets) once per ``--modes`` (full, reduced, both) with a budget of ``--minutes`` each, and the fused
 image is compared with the truth: PSNR (per-band peak, mean over bands, dB), SAM (degrees), ERGAS. Beside it:
 in-phase bicubic upsampling, GSA, CNMF and HySure, run with the fit's own estimates (PSF, phase, response; the
-MSI's estimated offsets removed), the network's residual base alone (``base``), each fit's network (``fit-<mode>``)
-and what fit-scene wrote after its fitted-or-base decision (``written-<mode>``).
+MSI's estimated offsets removed), the network's residual base alone (``base``: fit-scene's default denoised base,
+:mod:`csakd.fit.base`; ``base-plain``: the same checkpoint without the denoising settings, i.e. ``--base plain``),
+each fit's network (``fit-<mode>``) and what fit-scene wrote after its fitted-or-base decision (``written-<mode>``).
 
 Cases (cropped to run on one CPU core): two CAVE scenes (31 bands, 128x128, x4), dc_mall (HYDICE, 191 bands),
 Pavia (ROSIS, 102 bands) and MUUFL (CASI, 64 bands), 99x99 at x3. The cube files hold no wavelengths except
 CAVE's; the others get evenly spaced band centres over their sensors' ranges (dc_mall 400-2400 nm, whose
 water-absorption bands were removed, so its centres are approximate; Pavia 430-860; MUUFL 375-1050).
 
-    OMP_NUM_THREADS=1 taskset -c 0 python benchmarks/fit_scene_truth.py --minutes 0.75 \
+    OMP_NUM_THREADS=1 taskset -c 0 python benchmarks/fit_scene_truth.py --minutes 0.5 \
         --json benchmarks/results/fit_scene_truth_cpu.json --md benchmarks/results/fit_scene_truth_cpu.md
 """
 
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -151,12 +153,18 @@ def run_case(case: dict[str, Any], modes: list[str], minutes: float, folder: Pat
                                      tile=0, device="cpu")
             assert base is not None
             rows["base"] = metrics(base, case["x"], s)
+            for label, drop in (("base-plain", ("detail_eps", "output")), ("base-ridge-only", ("output",)),
+                                ("base-subspace-only", ("detail_eps",))):
+                part = fuse_tiled_arrays(_without(load_checkpoint(rep["outputs"]["base_checkpoint"]), drop),
+                                         case["y"], case["z"], tile=0, device="cpu")
+                assert part is not None
+                rows[label] = metrics(part, case["x"], s)
         rows[f"fit-{mode}"] = metrics(fitted, case["x"], s)
         rows[f"written-{mode}"] = metrics(written, case["x"], s)
         runs[mode] = {"seconds": round(seconds, 1), "decision": {k: v for k, v in rep["decision"].items()
                                                                  if k != "lines"},
-                      "steps": rep["training"].get("steps"), "estimates_model_residual_db":
-                      rep["estimates"]["model_residual_db"]["all_bands"]}
+                      "steps": rep["training"].get("steps"), "base": rep["settings"]["base"],
+                      "estimates_model_residual_db": rep["estimates"]["model_residual_db"]["all_bands"]}
     assert est_report is not None
     est = est_report["estimates"]
     hs, ms = est_report["normalization"]["hsi_scale"], est_report["normalization"]["msi_scale"]
@@ -181,6 +189,20 @@ def run_case(case: dict[str, Any], modes: list[str], minutes: float, folder: Pat
             "methods": rows, "runs": runs}
 
 
+def _without(loaded: Any, drop: tuple[str, ...]) -> Any:
+    """The same checkpoint without some of fit-scene's denoising settings of the base: ``detail_eps`` (the noise
+    ridge) and/or ``output`` (the subspace projection); both dropped is ``--base plain``."""
+    from csakd.models import DTSNet
+
+    gone: dict[str, Any] = {"detail_eps": None} if "detail_eps" in drop else {}
+    if "output" in drop:
+        gone.update(output_mean=None, output_analysis=None, output_synthesis=None)
+    cfg = replace(loaded.model.config, **gone)
+    model = DTSNet(cfg)
+    model.load_state_dict(loaded.model.state_dict())
+    return replace(loaded, model=model)
+
+
 def _kernel_l1(est: np.ndarray, true: np.ndarray) -> float:
     """L1 distance of the estimate to the true PSF, both centred on the same support (phase shifts not undone)."""
     n = max(est.shape[0], true.shape[0])
@@ -196,9 +218,8 @@ def markdown(record: dict[str, Any]) -> str:
     names: list[str] = []
     for c in cases:
         names += [n for n in c["methods"] if n not in names]
-    order = [n for n in ("bicubic", "gsa", "cnmf", "hysure", "base") if n in names] + [n for n in names if n not in
-                                                                                    ("bicubic", "gsa", "cnmf",
-                                                                                     "hysure", "base")]
+    first = ("bicubic", "gsa", "cnmf", "hysure", "base-plain", "base-ridge-only", "base-subspace-only", "base")
+    order = [n for n in first if n in names] + [n for n in names if n not in first]
     head = "| method | " + " | ".join(c["case"]["name"] for c in cases) + " | mean PSNR | mean SAM |"
     lines = [
         f"# fit-scene on pairs with a truth ({record['settings']['minutes']} min per fit, one CPU core)",
@@ -216,16 +237,28 @@ def markdown(record: dict[str, Any]) -> str:
         mean_p = np.mean([v["psnr"] for v in got]) if len(got) == len(vals) else float("nan")
         mean_s = np.mean([v["sam"] for v in got]) if len(got) == len(vals) else float("nan")
         lines.append(f"| {n} | " + " | ".join(cells) + f" | {mean_p:.2f} | {mean_s:.2f} |")
-    lines += ["", "| case | camera | PSF (true) | phase est/true | PSF L1 error | model residual dB | decisions |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines += ["", "`base-plain`: the regression base as `csakd train` builds it, with the estimated PSF "
+              "(`--base plain`); `base`: fit-scene's default denoised base (a detail ridge at the HR-MSI's "
+              "estimated noise variance, the output projected onto the LR-HSI's noise-whitened principal "
+              "subspace of `k` dimensions); `base-ridge-only` and `base-subspace-only`: one of the two.", "",
+              "| case | camera | PSF (true) | phase est/true | PSF L1 error | model residual dB | base k, ridge | "
+              "decisions |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for c in cases:
         e = c["estimated"]
         dec = ", ".join(f"{m}: {r['decision']['written']} ({r['decision']['gain_db']:+.3f} dB)"
                         for m, r in c["runs"].items())
         lines.append(f"| {c['case']['name']} | {c['case']['camera']} | {c['case']['psf'][0]} {c['case']['psf'][1]} | "
                      f"{e['phase']}/{e['true_phase']} | {e['kernel_l1_error_if_centred']:.2f} | "
-                     f"{e['model_residual_db']:.1f} | {dec} |")
+                     f"{e['model_residual_db']:.1f} | {_base_cell(c)} | {dec} |")
     return "\n".join(lines) + "\n"
+
+
+def _base_cell(case: dict[str, Any]) -> str:
+    base = next(iter(case["runs"].values())).get("base") or {}
+    if base.get("kind") != "denoised":
+        return "plain"
+    return f"{base['subspace_dimension'] or 'all'}, {base['detail_eps']:.2g}"
 
 
 def main() -> int:

@@ -67,7 +67,7 @@ def cmd_fit_scene(args: argparse.Namespace) -> int:
         model_overrides={"nf": args.nf, "gc": args.gc, "blocks": args.blocks, "fusion": args.fusion},
         minutes=args.minutes if args.minutes is not None else (None if args.steps else 3.0), steps=args.steps,
         batch_size=args.batch_size, crop=args.crop, learning_rate=args.learning_rate, holdout=args.holdout,
-        fit=args.fit, full_learning_rate=args.full_learning_rate, force_fit=args.force_fit,
+        fit=args.fit, base=args.base, full_learning_rate=args.full_learning_rate, force_fit=args.force_fit,
         baselines=tuple(b for b in (args.baseline or ["gsa"]) if b.lower() != "none"), tile=args.tile,
         device=args.device, seed=args.seed, threads=args.threads,
         variable_lr=args.lr_variable or args.variable, variable_msi=args.msi_variable or args.variable,
@@ -159,6 +159,9 @@ def add_parsers(sub: Any) -> None:
                    help="full: fit at full scale to the observation model (S(X) ~ LR-HSI, R X + o ~ HR-MSI), from the "
                         "network's base (default); reduced: Wald's protocol one scale down; both: reduced, then "
                         "full from it (the budget split in two)")
+    f.add_argument("--base", choices=["denoised", "plain"], default="denoised",
+                   help="the network's residual base: denoised (a detail ridge at the HR-MSI's noise, the output "
+                        "in the LR-HSI's noise-whitened principal subspace; default) or plain (as csakd train)")
     f.add_argument("--force-fit", action="store_true",
                    help="write the fitted image even when it is less consistent than its base on the held-out "
                         "columns (by default the base is written then, and the report says so)")

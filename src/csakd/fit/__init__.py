@@ -2,6 +2,7 @@
 
 - :mod:`~csakd.fit.options`: :class:`FitOptions` and the checks of the pair and the outputs.
 - :mod:`~csakd.fit.estimates`: the pair's degradation (:func:`estimate_scene`) and the consistency measures.
+- :mod:`~csakd.fit.base`: the noise-aware residual base the fit starts from (:func:`base_settings`).
 - :mod:`~csakd.fit.data`: the reduced-scale (Wald) training crops.
 - :mod:`~csakd.fit.scene`: :func:`fit_scene`, the whole command.
 - :mod:`~csakd.fit.figures`, :mod:`~csakd.fit.report`: its figures and console summary.

@@ -47,6 +47,10 @@ class FitOptions:
             ``"reduced"`` (Wald's protocol: ``(S(Y), S(Z)) -> Y``) or ``"both"`` (reduced, then full scale from
             it; the budget split in two); see :mod:`csakd.fit.fullscale`.
         full_learning_rate: Adam's rate for the full-scale fit.
+        base: the network's residual base: ``"denoised"`` (the regression base with a ridge at the HR-MSI's
+            estimated noise variance, and the output projected onto the LR-HSI's noise-whitened principal
+            subspace: :mod:`csakd.fit.base`) or ``"plain"`` (the regression base as ``csakd train`` builds it,
+            with the estimated PSF).
         force_fit: write the fitted image even when it is less consistent than the base on the held-out
             strip (by default the base is written then).
         holdout: the share of LR-HSI columns (on the right) kept out of training to validate on; 0 validates
@@ -79,6 +83,7 @@ class FitOptions:
     learning_rate: float = 5e-4
     fit: str = "full"
     full_learning_rate: float = 1e-4
+    base: str = "denoised"
     force_fit: bool = False
     holdout: float = 0.2
     steps_per_epoch: int = 25
@@ -127,6 +132,8 @@ class FitOptions:
             raise InputError(f"holdout {self.holdout}: expected a share of the columns in [0, 0.5)")
         if self.fit not in ("full", "reduced", "both"):
             raise InputError(f"fit {self.fit!r}: expected full, reduced or both")
+        if self.base not in ("denoised", "plain"):
+            raise InputError(f"base {self.base!r}: expected denoised or plain")
         if not (math.isfinite(self.full_learning_rate) and self.full_learning_rate > 0):
             raise InputError(f"full-scale learning rate {self.full_learning_rate}: expected a positive number")
         if self.psf not in ("estimate", "gaussian"):
@@ -158,7 +165,7 @@ def command_line(lr: str | Path, msi: str | Path, out: str | Path, report_dir: s
              "response": "--response",
              "hsi_scale": "--hsi-scale", "msi_scale": "--msi-scale", "preset": "--preset", "minutes": "--minutes",
              "steps": "--steps", "batch_size": "--batch-size", "crop": "--crop", "learning_rate": "--learning-rate",
-             "fit": "--fit", "full_learning_rate": "--full-learning-rate",
+             "fit": "--fit", "base": "--base", "full_learning_rate": "--full-learning-rate",
              "holdout": "--holdout", "tile": "--tile", "device": "--device", "seed": "--seed",
              "threads": "--threads", "variable_lr": "--lr-variable", "variable_msi": "--msi-variable",
              "layout": "--layout"}

@@ -17,6 +17,7 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         f"{est['blur']['kernel_size']} (Gaussian sigma {est['blur']['sigma_hr_pixels']:.2f} HR px); the model "
         f"S(Z) = R Y + o leaves {model_db.get('all_bands', float('nan')):.1f} dB of the degraded MSI's variance "
         "(per MSI band " + ", ".join(f"{v:.1f}" for v in model_db.get("per_msi_band", [])) + " dB)",
+        _base_line(report.get("settings", {}).get("base")),
         f"{'spectral consistency':<22}{'PSNR dB':>9}{'SAM deg':>9}{'ERGAS':>8}{'RMSE (LR-HSI units)':>21}",
     ]
     for name, v in m["spectral_consistency"].items():
@@ -40,3 +41,12 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     lines.append(f"time: {t['total']:.0f} s in all, training {t['train']:.0f} s ({tr['steps']} steps)")
     return lines
 
+
+
+def _base_line(base: dict[str, Any] | None) -> str:
+    if not base or base.get("kind") != "denoised":
+        return "base: plain (the regression base of csakd train, with the estimated PSF)"
+    dim = base.get("subspace_dimension")
+    return (f"base: denoised (detail ridge {base['detail_eps']:.3g} from the HR-MSI's noise sigma "
+            + ", ".join(f"{v:.3g}" for v in base.get("msi_noise_sigma", [])) + "; output in "
+            + (f"the LR-HSI's {dim}-dimensional noise-whitened subspace)" if dim else "all the LR-HSI's directions)"))

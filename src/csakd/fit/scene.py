@@ -49,6 +49,7 @@ from csakd.degradation import DegradationConfig, SpectralResponse, upsample_in_p
 from csakd.degradation.estimate import degrade
 from csakd.errors import InputError
 from csakd.files import check_outputs, check_result, write_json
+from csakd.fit.base import base_settings
 from csakd.fit.data import WaldCrops
 from csakd.fit.estimates import (
     SceneEstimates,
@@ -218,6 +219,10 @@ def _fit_scene(lr_path: Path, msi_path: Path, out: Path, rdir: Path, opts: FitOp
     _warn_about_fit(est, msi01)
     kernel = torch.from_numpy(est.kernel)
     msi_corr = msi01 - torch.as_tensor(est.offsets)[:, None, None]  # R X = Z - o, for methods that use R
+    base_info = base_settings(lr01, msi01, valid=_valid_lr(masks)) if opts.base == "denoised" else None
+    if base_info is not None:
+        log.info("fit-scene: denoised base: detail ridge %.3g, output subspace of %s dimensions", base_info.report[
+            "detail_eps"], base_info.report["subspace_dimension"] or "all")
     msi_lr = degrade(msi01, kernel, scale, est.phase)  # S(Z): the LR-MSI on the LR-HSI grid
     llr = degrade(lr01, kernel, scale, est.phase)  # S(Y): the LLR-HSI
 
@@ -225,7 +230,7 @@ def _fit_scene(lr_path: Path, msi_path: Path, out: Path, rdir: Path, opts: FitOp
     t0 = time.perf_counter()
     model_cfg = replace(model_cfg, residual_phase=est.phase, blur_size=int(est.kernel.shape[0]), blur_sigma=est.sigma,
                         blur_kernel=tuple(tuple(float(v) for v in row) for row in est.kernel)
-                        if est.kernel_source == "joint" else None)
+                        if est.kernel_source == "joint" else None, **(base_info.overrides if base_info else {}))
     deg_cfg = DegradationConfig(scale=scale, blur_size=int(est.kernel.shape[0]), blur_sigma=est.sigma,
                                 phase=est.phase)
     per_epoch, epochs = _training_budget(opts)
@@ -376,7 +381,8 @@ def _fit_scene(lr_path: Path, msi_path: Path, out: Path, rdir: Path, opts: FitOp
                           "note": "metrics are on the normalised images; RMSE values are in each file's units"},
         "estimates": est.to_dict(),
         "settings": {
-            "preset": opts.preset, "model": model_cfg.to_dict(), "train": train_cfg.to_dict(),
+            "preset": opts.preset, "base": base_info.report if base_info else {"kind": "plain"},
+            "model": model_cfg.to_dict(), "train": train_cfg.to_dict(),
             "crop_lr_pixels": crop, "holdout_columns": hold, "budget": {"minutes": opts.minutes, "steps": opts.steps},
             "baselines": list(opts.baselines), "tile": opts.tile, "device": str(device),
             "threads": torch.get_num_threads(), "seed": opts.seed,

@@ -53,6 +53,15 @@ class ModelConfig:
         blur_kernel: a PSF of any shape (``blur_size`` x ``blur_size`` rows, summing to 1) that replaces the
             Gaussian in the ``regression`` base (``csakd fit-scene`` sets its estimated PSF); None: the Gaussian.
         detail_radius: the radius (LR pixels) of the ``regression`` base's local windows.
+        detail_eps: the ridge added to each window's MSI covariance in the ``regression`` base, on the
+            network's [-1, 1] scale; None: :data:`csakd.models.detail.LOCAL_EPS` (4e-7, right for noise-free
+            data). ``csakd fit-scene`` sets it from the HR-MSI's estimated noise variance, so windows whose
+            MSI varies no more than its noise inject no detail.
+        output_mean, output_analysis, output_synthesis: an oblique projection of the network's output onto
+            a spectral subspace of ``k`` dimensions: ``out = mean + synthesis^T (analysis (out - mean))``,
+            ``mean`` (C values, on the network's [-1, 1] scale), ``analysis`` and ``synthesis`` (k rows of C);
+            all three or none (None: no projection, today's networks). ``csakd fit-scene`` sets the LR-HSI's
+            noise-whitened principal subspace (:mod:`csakd.fit.base`), which removes the noise outside it.
         residual_scale: the head's output is multiplied by this before it is added to the base. Adam moves
             every weight by about the learning rate per step whatever the gradient's size, so the first
             steps change a zero-started head's output by much more than a good base's error; a smaller
@@ -81,6 +90,10 @@ class ModelConfig:
     blur_sigma: float = 2.0
     blur_kernel: tuple[tuple[float, ...], ...] | None = None
     detail_radius: int = 2
+    detail_eps: float | None = None
+    output_mean: tuple[float, ...] | None = None
+    output_analysis: tuple[tuple[float, ...], ...] | None = None
+    output_synthesis: tuple[tuple[float, ...], ...] | None = None
     residual_scale: float = 1.0
     head: HeadKind = "paper"
     name: str = field(default="custom")
@@ -92,6 +105,14 @@ class ModelConfig:
                 self.blur_kernel = tuple(tuple(float(v) for v in row) for row in self.blur_kernel)
             except (TypeError, ValueError) as exc:
                 raise InputError(f"blur_kernel: expected rows of numbers ({exc})") from exc
+        try:
+            if self.output_mean is not None:
+                self.output_mean = tuple(float(v) for v in self.output_mean)
+            for key in ("output_analysis", "output_synthesis"):
+                if getattr(self, key) is not None:
+                    setattr(self, key, tuple(tuple(float(v) for v in row) for row in getattr(self, key)))
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"output subspace: expected numbers ({exc})") from exc
         self.validate()
 
     def validate(self) -> None:
@@ -129,6 +150,11 @@ class ModelConfig:
         if not isinstance(self.detail_radius, int) or isinstance(self.detail_radius, bool) or self.detail_radius < 1:
             raise InputError(f"detail_radius={self.detail_radius!r}: expected a positive number of LR pixels (a "
                              "window of one pixel has no variance to regress on)")
+        if self.detail_eps is not None and (isinstance(self.detail_eps, bool)
+                                            or not isinstance(self.detail_eps, (int, float))
+                                            or not math.isfinite(self.detail_eps) or self.detail_eps <= 0):
+            raise InputError(f"detail_eps={self.detail_eps!r}: expected a positive number (or None)")
+        self._validate_subspace()
         if isinstance(self.residual_scale, bool) or not isinstance(self.residual_scale, (int, float)) \
                 or not math.isfinite(self.residual_scale) or self.residual_scale <= 0:
             raise InputError(f"residual_scale={self.residual_scale!r}: expected a positive number")
@@ -139,6 +165,25 @@ class ModelConfig:
             raise InputError(
                 f"hsi_groups={groups} must divide nf={self.nf} and gc={self.gc} (use 0 to pick it automatically)"
             )
+
+    def _validate_subspace(self) -> None:
+        given = [self.output_mean is not None, self.output_analysis is not None, self.output_synthesis is not None]
+        if not any(given):
+            return
+        if not all(given):
+            raise InputError("output_mean, output_analysis and output_synthesis: give all three or none")
+        assert self.output_mean is not None and self.output_analysis is not None and self.output_synthesis is not None
+        if len(self.output_mean) != self.bands:
+            raise InputError(f"output_mean: expected {self.bands} values (bands), got {len(self.output_mean)}")
+        k = len(self.output_analysis)
+        if not 1 <= k <= self.bands or len(self.output_synthesis) != k:
+            raise InputError(f"output_analysis and output_synthesis: expected the same number of rows, 1 to "
+                             f"{self.bands}, got {k} and {len(self.output_synthesis)}")
+        rows = [*self.output_analysis, *self.output_synthesis]
+        if any(len(row) != self.bands for row in rows):
+            raise InputError(f"output_analysis and output_synthesis: expected rows of {self.bands} values (bands)")
+        if not all(math.isfinite(v) for row in [*rows, self.output_mean] for v in row):
+            raise InputError("output subspace: expected finite values")
 
     def resolved_hsi_groups(self) -> int:
         """The HSI stream's group count, with 0 resolved to the largest divisor of gcd(nf, gc) <= nf/2."""
@@ -152,6 +197,11 @@ class ModelConfig:
         data["blocks"] = list(self.blocks)
         if self.blur_kernel is not None:
             data["blur_kernel"] = [list(row) for row in self.blur_kernel]
+        for key in ("output_analysis", "output_synthesis"):
+            if getattr(self, key) is not None:
+                data[key] = [list(row) for row in getattr(self, key)]
+        if self.output_mean is not None:
+            data["output_mean"] = list(self.output_mean)
         return data
 
     @classmethod

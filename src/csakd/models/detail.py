@@ -41,8 +41,8 @@ from torch import nn
 from csakd.degradation.spatial import gaussian_kernel, upsample_in_phase
 
 __all__ = [
-    "DetailBase", "box_mean", "check_size", "cholesky_solve_entries", "detail_reach", "gaussian_taps", "moment_sigma",
-    "solve_spd",
+    "DetailBase", "SubspaceProjection", "box_mean", "check_size", "cholesky_solve_entries", "detail_reach",
+    "gaussian_taps", "moment_sigma", "solve_spd",
 ]
 
 #: the ridge added to each window's MSI covariance, on the network's [-1, 1] scale
@@ -135,6 +135,7 @@ class DetailBase(nn.Module):
         blur_size, blur_sigma: the Gaussian the network assumes for ``S`` (the training degradation's).
         radius: the regression windows' radius in LR pixels.
         kernel: a PSF (blur_size x blur_size, any shape) that replaces the Gaussian for ``S``; None: the Gaussian.
+        eps: the ridge added to each window's MSI covariance (the network's [-1, 1] scale); None: LOCAL_EPS.
     """
 
     column: torch.Tensor
@@ -142,8 +143,9 @@ class DetailBase(nn.Module):
     row: torch.Tensor
 
     def __init__(self, msi_bands: int, scale: int, phase: int, blur_size: int, blur_sigma: float,
-                 radius: int, kernel: torch.Tensor | None = None) -> None:
+                 radius: int, kernel: torch.Tensor | None = None, eps: float | None = None) -> None:
         super().__init__()
+        self.eps = LOCAL_EPS if eps is None else float(eps)
         self.scale, self.phase, self.blur_radius, self.radius = scale, phase, blur_size // 2, radius
         self.full_kernel = kernel is not None
         if kernel is not None:  # a true convolution: the kernel flipped for conv2d's correlation
@@ -185,7 +187,7 @@ class DetailBase(nn.Module):
         cov: list[list[torch.Tensor]] = [[zz[:, :1]] * c for _ in range(c)]
         for n, (i, j) in enumerate(pairs):
             v = zz[:, n : n + 1] - mean_z[:, i : i + 1] * mean_z[:, j : j + 1]  # (B, 1, h, w)
-            cov[i][j] = cov[j][i] = v + LOCAL_EPS if i == j else v
+            cov[i][j] = cov[j][i] = v + self.eps if i == j else v
         cross = [box_mean(z[:, j : j + 1] * y, rad) - mean_z[:, j : j + 1] * mean_y for j in range(c)]
         a = cholesky_solve_entries(cov, cross)  # c maps (B, C, h, w)
         bands = y.shape[1]
@@ -220,6 +222,34 @@ class DetailBase(nn.Module):
             for j in range(1, c):
                 injected = injected + gains[j][:, :, None] * phases[:, j : j + 1]
             return out + F.pixel_shuffle(injected.reshape(b, bands * s * s, h, w), s)
+
+
+class SubspaceProjection(nn.Module):
+    """``mean + synthesis^T (analysis (x - mean))`` per pixel (two 1x1 convolutions): an oblique projection of
+    the C bands onto a k-dimensional subspace (:class:`~csakd.models.config.ModelConfig`'s ``output_*``), in
+    float32 outside autocast.
+
+    Shape: (B, C, H, W) -> (B, C, H, W)
+    """
+
+    mean: torch.Tensor
+    analysis: torch.Tensor
+    synthesis: torch.Tensor
+
+    def __init__(self, mean: torch.Tensor, analysis: torch.Tensor, synthesis: torch.Tensor) -> None:
+        super().__init__()
+        k, c = analysis.shape
+        # not in the state dict: the config holds them, and checkpoints keep their keys
+        self.register_buffer("mean", mean.float().reshape(1, c, 1, 1), persistent=False)
+        self.register_buffer("analysis", analysis.float().reshape(k, c, 1, 1), persistent=False)
+        self.register_buffer("synthesis", synthesis.float().t().reshape(c, k, 1, 1).contiguous(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        device_type = x.device.type
+        autocast = device_type in ("cuda", "cpu") and torch.is_autocast_enabled(device_type)
+        with torch.autocast(device_type, enabled=False) if autocast else contextlib.nullcontext():
+            centred = x.float() - self.mean
+            return F.conv2d(F.conv2d(centred, self.analysis), self.synthesis) + self.mean
 
 
 def check_size(height: int, width: int, scale: int, blur_size: int, radius: int) -> str | None:

@@ -21,7 +21,7 @@ from csakd.degradation.spatial import upsample_in_phase
 from csakd.errors import InputError
 from csakd.models.blocks import NEGATIVE_SLOPE, Stream, conv3x3
 from csakd.models.config import ModelConfig
-from csakd.models.detail import DetailBase, check_size
+from csakd.models.detail import DetailBase, SubspaceProjection, check_size
 from csakd.models.fusion import ChannelCrossAttention, build_fusion, find_attention
 
 
@@ -59,8 +59,15 @@ class DTSNet(nn.Module):
         self.detail_base = (
             DetailBase(m, config.scale, config.residual_phase, config.blur_size, config.blur_sigma,
                        config.detail_radius,
-                       None if config.blur_kernel is None else torch.tensor(config.blur_kernel, dtype=torch.float64))
+                       None if config.blur_kernel is None else torch.tensor(config.blur_kernel, dtype=torch.float64),
+                       eps=config.detail_eps)
             if config.residual == "regression" else None
+        )
+        self.projection = (
+            SubspaceProjection(torch.tensor(config.output_mean), torch.tensor(config.output_analysis),
+                               torch.tensor(config.output_synthesis))
+            if config.output_mean is not None and config.output_analysis is not None
+            and config.output_synthesis is not None else None
         )
         if config.residual != "none":
             # start exactly at the base image: the network learns a correction to it
@@ -166,6 +173,8 @@ class DTSNet(nn.Module):
             out = self._add_base(out, lr_hsi)
         if self.detail_base is not None:
             out = self.detail_base(out, lr_hsi, hr_msi)
+        if self.projection is not None:
+            out = self.projection(out)
         return out, features
 
     def _add_base(self, correction: torch.Tensor, lr_hsi: torch.Tensor) -> torch.Tensor:
