@@ -53,11 +53,11 @@ def smooth_cube(bands: int = 8, size: int = 32, seed: int = 0) -> np.ndarray:
     return (cube / cube.max()).astype(np.float32)
 
 
-@pytest.fixture()
-def cube_folder(tmp_path):
+def write_cube_folder(tmp_path, count: int = 3):
+    """``count`` small smooth cubes (8 bands, 420-680 nm) in tmp_path/cubes and a 3-band Gaussian SRF file."""
     folder = tmp_path / "cubes"
     wl = np.linspace(420, 680, 8)
-    for i in range(3):
+    for i in range(count):
         write_cube(folder / f"scene{i}.npz", Cube(smooth_cube(seed=i), wavelengths=wl))
     srf = tmp_path / "srf.csv"
     grid = np.arange(400, 701, 10)
@@ -65,6 +65,11 @@ def cube_folder(tmp_path):
     srf.write_text("wavelength_nm,B,G,R\n" + "\n".join(
         f"{g},{curves[0][i]:.6f},{curves[1][i]:.6f},{curves[2][i]:.6f}" for i, g in enumerate(grid)))
     return folder, srf
+
+
+@pytest.fixture()
+def cube_folder(tmp_path):
+    return write_cube_folder(tmp_path)
 
 
 def test_simulate_train_eval_fuse(capsys, tmp_path, cube_folder) -> None:

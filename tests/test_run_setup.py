@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
-from csakd.data import Cube, write_cube
 from csakd.errors import InputError
 from csakd.eval_run import EvalOptions, load_test_pairs, run_evaluation
 from csakd.train.setup import setup_process, teardown_process
 from csakd.train.trainer import Trainer
-from tests.test_cli import smooth_cube
+from tests.test_cli import write_cube_folder
 from tests.test_train import datasets, spec
 
 
@@ -35,15 +33,7 @@ def test_a_trainer_given_its_process_starts_like_one_that_sets_it_up(tmp_path) -
 
 
 def test_an_evaluation_run_is_a_library_call(tmp_path) -> None:
-    folder = tmp_path / "cubes"
-    wl = np.linspace(420, 680, 8)
-    for i in range(2):
-        write_cube(folder / f"scene{i}.npz", Cube(smooth_cube(seed=i), wavelengths=wl))
-    srf = tmp_path / "srf.csv"
-    grid = np.arange(400, 701, 10)
-    curves = [np.exp(-0.5 * ((grid - c) / 30) ** 2) for c in (460, 550, 620)]
-    srf.write_text("wavelength_nm,B,G,R\n" + "\n".join(
-        f"{g},{curves[0][i]:.6f},{curves[1][i]:.6f},{curves[2][i]:.6f}" for i, g in enumerate(grid)))
+    folder, srf = write_cube_folder(tmp_path, count=2)
     options = EvalOptions(methods=["gsa"], data=folder, srf=str(srf), figures=0, out=tmp_path / "eval")
     test = load_test_pairs(options)
     assert [p.name for p in test.pairs] == ["scene0", "scene1"] and test.scale == 4
