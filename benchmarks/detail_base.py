@@ -1,6 +1,8 @@
 """How good is each residual base on its own (no training): bicubic upsampling, GSA, one regression of the
 LR-HSI on the degraded MSI over the whole image, and the ``regression`` base's local windows of several radii
-(``--cnmf`` adds CNMF, given the true response and blur).
+(``--cnmf`` adds CNMF, given the true response and blur; ``--back-projection 1,5`` adds the radius-2 base
+after that many classical iterative back-projection steps, ``x <- x + U(Y - S(x))``: the classical counterpart
+of the networks' ``feedback``).
 
 On the cave256-x4 protocol (each scene's centre crop divided by its maximum, the Nikon D700 response, a 9x9
 Gaussian blur of sigma 2, x4), per scene and averaged; JSON with the machine, versions and date::
@@ -47,6 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--center-crop", type=int, default=256)
     p.add_argument("--radii", default="1,2,3,4,6", help="local window radii in LR pixels (default 1,2,3,4,6)")
     p.add_argument("--cnmf", action="store_true", help="add CNMF (given the response and blur; ~30 s per scene)")
+    p.add_argument("--back-projection", default="", help="back-projection step counts for the radius-2 base, "
+                   "e.g. 1,5 (default none)")
     p.add_argument("--json", type=Path, required=True)
     args = p.parse_args(argv)
     scenes = sorted(d for d in args.cave.iterdir() if d.is_dir())
@@ -85,6 +89,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 base = model.detail_base(upsample_in_phase(lr_net, 4), lr_net, msi_net)[0]
             seconds[f"local r={radius}"] = seconds.get(f"local r={radius}", 0.0) + time.perf_counter() - t0
             results[f"local r={radius}"] = (base + 1) / 2
+            if radius == 2 and args.back_projection:
+                steps = sorted(int(k) for k in args.back_projection.split(","))
+                assert model.detail_base is not None
+                current = base[None]
+                with torch.no_grad():
+                    for k in range(1, steps[-1] + 1):
+                        current = current + upsample_in_phase(lr_net - model.detail_base.degrade_bands(current), 4)
+                        if k in steps:
+                            results[f"local r=2 + back-projection x{k}"] = (current[0] + 1) / 2
         rows[folder.name] = {k: {"psnr": float(psnr(v, x)), "sam": float(sam(v, x))} for k, v in results.items()}
         print(folder.name, " ".join(f"{k}: {v['psnr']:.2f}" for k, v in rows[folder.name].items()), file=sys.stderr)
     methods = list(next(iter(rows.values())))

@@ -41,11 +41,12 @@ def make_checkpoint(
     residual: str = "bicubic",
     normalization: Normalization | None = None,
     seed: int = 0,
+    feedback: bool = False,
     **extra: Any,
 ) -> Path:
     """A tiny student with every weight perturbed (so the zero-initialised last conv matters), saved as a checkpoint."""
     model = create_model("student", bands=BANDS, msi_bands=MSI_BANDS, scale=SCALE, nf=8, gc=4, blocks=(1, 1, 1, 1),
-                         fusion=fusion, attention=attention, residual=residual)
+                         fusion=fusion, attention=attention, residual=residual, feedback=feedback)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():
@@ -80,6 +81,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict
     [
         ("csa", "normalized", "bicubic"),
         ("csa", "normalized", "regression"),  # the regression base: float64 sums, unrolled Cholesky
+        ("csa", "normalized", "regression+feedback"),  # and the base's LR residual into the streams
         ("csa", "paper", "bicubic"),
         ("csa", "reference", "none"),  # the paper's network exactly
         ("cross_attention", "normalized", "bicubic"),
@@ -88,7 +90,9 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict
     ],
 )
 def test_export_agrees_with_pytorch(tmp_path: Path, fusion: str, attention: str, residual: str) -> None:
-    ckpt = make_checkpoint(tmp_path / "m.pt", fusion=fusion, attention=attention, residual=residual)
+    residual, feedback = residual.split("+")[0], residual.endswith("+feedback")
+    ckpt = make_checkpoint(tmp_path / "m.pt", fusion=fusion, attention=attention, residual=residual,
+                           feedback=feedback)
     out = tmp_path / "m.onnx"
     info = export_onnx(ckpt, out)
     assert out.is_file() and info["max_abs_diff"] <= 1e-4 and len(info["checks"]) == 2

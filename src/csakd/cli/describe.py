@@ -31,6 +31,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         if args.preset is None:
             raise InputError("csakd info needs --preset NAME or --checkpoint FILE (or --paper alone: the preset table)")
         overrides: dict[str, Any] = {"bands": args.bands, "msi_bands": args.msi_bands, "scale": args.scale or 4}
+        if args.feedback is not None:
+            overrides["feedback"] = args.feedback
         cfg = preset_config(args.preset, paper=args.paper, **overrides)
         info = {"preset": args.preset, "bands": cfg.bands, "msi_bands": cfg.msi_bands, "scale": cfg.scale,
                 "size": args.size, "params": count_config_params(cfg), "macs": count_macs(cfg, args.size),
@@ -134,6 +136,9 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--msi-bands", type=int, default=4, help="MSI bands of --preset (default 4)")
     p.add_argument("--scale", type=int, help="HR / LR grid ratio of --preset, or of a reference state dict (default 4)")
     p.add_argument("--size", type=int, default=256, help="HR image side for the MAC count (default 256)")
+    p.add_argument("--feedback", action=argparse.BooleanOptionalAction, default=None,
+                   help="count --preset with or without feedback, the base's LR residual read by the joint streams "
+                        "(default: the preset's: on, off with --paper)")
     p.add_argument("--paper", action="store_true",
                    help="the paper's exact network (reference attention, no residual); alone, the table of every "
                         "preset at the paper's setting (172 bands, 4-band MSI, x4, 256x256)")

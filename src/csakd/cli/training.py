@@ -228,6 +228,10 @@ def add_parsers(sub: Any) -> None:
                         "(default: the recipe's, regression; paper none)")
     m.add_argument("--residual-scale", type=float,
                    help="multiply the head's output by this before adding it to the base (default 1)")
+    m.add_argument("--feedback", action=argparse.BooleanOptionalAction, default=None,
+                   help="the joint streams also read the base's disagreement with the LR-HSI, Y - S(base) "
+                        "(regression residual only; default: on with the regression base, off with --recipe paper "
+                        "or --residual none/bicubic; a learned correction that starts at zero)")
     m.add_argument("--nf", type=int, help="feature width of both networks (default: the preset's, 86)")
     m.add_argument("--gc", type=int, help="growth width of both networks (default: the preset's, 43)")
     w = p.add_argument_group("loss weights (0 switches a term off)")

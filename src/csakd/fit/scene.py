@@ -198,8 +198,10 @@ def _fit_scene(lr_path: Path, msi_path: Path, out: Path, rdir: Path, opts: FitOp
     if opts.threads:
         torch.set_num_threads(int(opts.threads))
     # the phase is only known after estimation; validate the rest of the model settings now
+    # feedback off: the fits of benchmarks/fit_scene_truth.py were measured without it (not yet with it)
+    overrides = {k: v for k, v in opts.model_overrides.items() if v is not None}
     model_cfg = preset_config(opts.preset, bands=bands, msi_bands=msi_bands, scale=scale,
-                              **{k: v for k, v in opts.model_overrides.items() if v is not None})
+                              **{"feedback": False, **overrides})
     timings["read_and_check"] = time.perf_counter() - t0
 
     # ------------------------------------------------------------------ normalise and estimate

@@ -61,7 +61,10 @@ def receptive_field(config: ModelConfig) -> int:
       when the joint-HR blocks are not applied);
     - then ``+ 2`` for the head; the bicubic residual reads two LR pixels each way (``2 s``), the
       ``regression`` residual its local windows and the MSI's blur
-      (:func:`csakd.models.detail.detail_reach`).
+      (:func:`csakd.models.detail.detail_reach`); with ``feedback`` the streams also read the base around
+      the LR samples of ``r = Y - S(base)``: the base's reach, the blur, three LR cells (the sample's cell,
+      the nearest upsampling's and the head's neighbour) and the joint streams' reach (the joint-HR stream
+      reading ``U(r)``, two LR pixels each way).
 
     The result is the largest of these, rounded up to a multiple of ``s``. The student preset (blocks 1, 4,
     4, 1 at x4) gives 248; the teacher (6, 6, 4, 4), 368.
@@ -76,7 +79,10 @@ def receptive_field(config: ModelConfig) -> int:
     if config.residual == "bicubic":
         reach = max(reach, 2 * s)
     if config.residual == "regression":
-        reach = max(reach, detail_reach(s, config.blur_size, config.detail_radius))
+        base = detail_reach(s, config.blur_size, config.detail_radius)
+        reach = max(reach, base)
+        if config.feedback:  # the streams read r = Y - S(base) at LR pixels, the joint-HR stream U(r) as well
+            reach = max(reach, base + config.blur_size // 2 + 3 * s + max(joint_hr + 2 * s, joint_lr) + 2)
     return _round_up(reach, s)
 
 

@@ -66,6 +66,10 @@ class ModelConfig:
             every weight by about the learning rate per step whatever the gradient's size, so the first
             steps change a zero-started head's output by much more than a good base's error; a smaller
             scale makes those changes proportionally smaller.
+        feedback: the joint streams also read the base's disagreement with the LR-HSI, ``r = Y - S(base)`` on
+            the LR grid (the joint-LR stream) and its in-phase bicubic upsampling ``U(r)`` (the joint-HR stream),
+            both times :data:`csakd.models.dts.FEEDBACK_GAIN`: the part of the base's error that the
+            observation reveals, which the network would otherwise have to infer (``regression`` residual only).
         head: ``paper`` (3x3 conv nf -> C, LeakyReLU, 3x3 conv C -> C: at 172 bands the last convolution
             alone is 17.4 GMACs of a 256x256 image) or ``compact`` (3x3 conv nf -> nf, LeakyReLU, 1x1 conv
             nf -> C: the spectral correction is a combination of nf feature maps; for small CPU models).
@@ -95,6 +99,7 @@ class ModelConfig:
     output_analysis: tuple[tuple[float, ...], ...] | None = None
     output_synthesis: tuple[tuple[float, ...], ...] | None = None
     residual_scale: float = 1.0
+    feedback: bool = False
     head: HeadKind = "paper"
     name: str = field(default="custom")
 
@@ -158,6 +163,11 @@ class ModelConfig:
         if isinstance(self.residual_scale, bool) or not isinstance(self.residual_scale, (int, float)) \
                 or not math.isfinite(self.residual_scale) or self.residual_scale <= 0:
             raise InputError(f"residual_scale={self.residual_scale!r}: expected a positive number")
+        if not isinstance(self.feedback, bool):
+            raise InputError(f"feedback={self.feedback!r}: expected true or false")
+        if self.feedback and self.residual != "regression":
+            raise InputError(f"feedback needs the regression residual base (its blur gives S), got residual="
+                             f"{self.residual!r}")
         if not 0 <= self.residual_phase < self.scale:
             raise InputError(f"residual_phase={self.residual_phase}: expected 0..{self.scale - 1}")
         groups = self.resolved_hsi_groups()

@@ -173,6 +173,22 @@ class DetailBase(nn.Module):
         y = F.conv2d(y, self.row.float(), stride=(1, s), groups=groups)
         return y[:, :, :h, :w]
 
+    def degrade_bands(self, image: torch.Tensor) -> torch.Tensor:
+        """:meth:`degrade` for an image of any number of bands (e.g. the HSI base), float32.
+
+        Shape: (B, C, H, W) -> (B, C, H / scale, W / scale)
+        """
+        b, c, hh, ww = image.shape
+        flat = image.float().reshape(b * c, 1, hh, ww)
+        r, s, p = self.blur_radius, self.scale, self.phase
+        h, w = hh // s, ww // s
+        xp = F.pad(flat, (r, r, r, r), mode="reflect")[:, :, p:, p:]
+        if self.full_kernel:
+            y = F.conv2d(xp, self.kernel2d[:1].float(), stride=s)
+        else:
+            y = F.conv2d(F.conv2d(xp, self.column[:1].float(), stride=(s, 1)), self.row[:1].float(), stride=(1, s))
+        return y[:, :, :h, :w].reshape(b, c, h, w)
+
     def gain(self, lr_hsi: torch.Tensor, msi_lr: torch.Tensor) -> list[torch.Tensor]:
         """``A`` per LR pixel, averaged over its windows: one (B, C, h, w) float32 map per MSI band.
 

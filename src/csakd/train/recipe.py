@@ -136,7 +136,7 @@ def build_run(options: Any) -> BuiltRun:
         raise InputError(f"--val-fraction {val_fraction}: expected a number in [0, 1)")
     paper = cfg.recipe == "paper"
     model_overrides: dict[str, Any] = {}
-    for key in ("fusion", "attention", "residual", "residual_scale", "nf", "gc"):
+    for key in ("fusion", "attention", "residual", "residual_scale", "feedback", "nf", "gc"):
         if getattr(options, key, None) is not None:
             model_overrides[key] = getattr(options, key)
     scale = int(_opt(options, "scale", 4))
