@@ -162,16 +162,7 @@ class DetailBase(nn.Module):
 
         Shape: (B, c, H, W) -> (B, c, H / scale, W / scale)
         """
-        x = msi.float()
-        r, s, p = self.blur_radius, self.scale, self.phase
-        h, w = x.shape[-2] // s, x.shape[-1] // s
-        groups = int(self.column.shape[0])
-        xp = F.pad(x, (r, r, r, r), mode="reflect")[:, :, p:, p:]
-        if self.full_kernel:
-            return F.conv2d(xp, self.kernel2d.float(), stride=s, groups=groups)[:, :, :h, :w]
-        y = F.conv2d(xp, self.column.float(), stride=(s, 1), groups=groups)
-        y = F.conv2d(y, self.row.float(), stride=(1, s), groups=groups)
-        return y[:, :, :h, :w]
+        return self.degrade_bands(msi)
 
     def degrade_bands(self, image: torch.Tensor) -> torch.Tensor:
         """:meth:`degrade` for an image of any number of bands (e.g. the HSI base), float32.
